@@ -1,0 +1,279 @@
+//! The mngr IPC client: one connection per request, as every C peer does.
+//!
+//! [`Client::send`] returns the ack or a typed reason why there is none; a missing ack is
+//! never success (the C library returned 0 when the server closed without answering). Every
+//! call is bounded by its timeout, connection included.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+use thiserror::Error;
+
+use crate::codec::{self, CodecError, MSG_LEN};
+use crate::msg::{Ack, MsgId, Request};
+use crate::naming::{self, NamingError};
+use crate::profile::Profile;
+
+/// Why a request got no usable ack.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No socket of that name in the directory.
+    #[error("No server {name:?} in {dir}")]
+    NotFound {
+        /// The name looked up.
+        name: String,
+        /// The socket directory.
+        dir: PathBuf,
+    },
+    /// Sockets exist but none accepted the connection.
+    #[error("Cannot connect to {name:?}")]
+    Connect {
+        /// The name looked up.
+        name: String,
+        /// The last failure.
+        #[source]
+        source: io::Error,
+    },
+    /// No complete ack within the timeout.
+    #[error("No ack to {id} within {timeout:?}")]
+    Timeout {
+        /// The request's id.
+        id: MsgId,
+        /// The budget.
+        timeout: Duration,
+    },
+    /// The server closed the connection before a complete ack.
+    #[error("Connection closed without an ack to {id} ({got} of {MSG_LEN} bytes)")]
+    Closed {
+        /// The request's id.
+        id: MsgId,
+        /// Bytes of an ack received before the close.
+        got: usize,
+    },
+    /// The ack answers another request.
+    #[error(
+        "Ack does not match: expected id {expected_id} ts {expected_ts}, got id {got_id} ts {got_ts}"
+    )]
+    WrongAck {
+        /// The wire id sent.
+        expected_id: u32,
+        /// The timestamp sent.
+        expected_ts: u64,
+        /// The wire id received.
+        got_id: u32,
+        /// The timestamp received.
+        got_ts: u64,
+    },
+    /// The request could not be encoded.
+    #[error("Cannot encode the request")]
+    Encode(#[source] CodecError),
+    /// The ack could not be decoded.
+    #[error("Cannot decode the ack")]
+    Decode(#[source] CodecError),
+    /// The socket directory could not be read.
+    #[error("Cannot look the server up")]
+    Lookup(#[from] NamingError),
+    /// Writing or reading failed.
+    #[error("I/O with the server failed")]
+    Io(#[source] io::Error),
+}
+
+/// Sends requests to named servers in one socket directory.
+#[derive(Debug, Clone)]
+pub struct Client {
+    dir: PathBuf,
+    profile: Profile,
+}
+
+impl Client {
+    /// A client of the servers in `dir`, speaking `profile`.
+    pub fn new(dir: impl Into<PathBuf>, profile: Profile) -> Self {
+        Client {
+            dir: dir.into(),
+            profile,
+        }
+    }
+
+    /// The socket directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The ABI profile.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// Connects to server `name`: live candidates first, then any other; the first that
+    /// accepts wins. Bounded by `deadline`.
+    pub fn connect(&self, name: &str, deadline: Instant) -> Result<UnixStream, ClientError> {
+        let found = naming::candidates(&self.dir, name)?;
+        if found.is_empty() {
+            return Err(ClientError::NotFound {
+                name: name.to_owned(),
+                dir: self.dir.clone(),
+            });
+        }
+        let mut last = None;
+        for c in &found {
+            match connect_bounded(&c.path, deadline) {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    log::debug!("Connecting to {}: {e}", c.path.display());
+                    last = Some(e);
+                }
+            }
+        }
+        Err(ClientError::Connect {
+            name: name.to_owned(),
+            source: last.unwrap_or_else(|| io::Error::other("no candidate")),
+        })
+    }
+
+    /// Sends `req` to server `name` and waits for its ack, all within `timeout`.
+    pub fn send(&self, name: &str, req: &Request, timeout: Duration) -> Result<Ack, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut stream = self.connect(name, deadline)?;
+        exchange(&mut stream, self.profile, req, deadline, timeout)
+    }
+
+    /// Sends `req` to server `name` without waiting for an ack (what acrnd does for
+    /// SUSPEND / SHUTDOWN). Success means the whole message was written.
+    pub fn send_no_ack(
+        &self,
+        name: &str,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut stream = self.connect(name, deadline)?;
+        write_request(&mut stream, self.profile, req, deadline, timeout)
+    }
+}
+
+/// Connects without ever blocking past `deadline`: a blocking `connect` to a server whose
+/// listen backlog is full would wait indefinitely, so connect non-blocking and retry
+/// `EAGAIN` with a short back-off.
+fn connect_bounded(path: &Path, deadline: Instant) -> io::Result<UnixStream> {
+    let addr = UnixAddr::new(path).map_err(io::Error::from)?;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(Errno::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            Err(Errno::EAGAIN) => return Err(io::Error::from(io::ErrorKind::TimedOut)),
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+}
+
+fn remaining(deadline: Instant) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    (!left.is_zero()).then_some(left)
+}
+
+/// Writes `req` on a connected stream as one message, before `deadline`.
+pub fn write_request(
+    stream: &mut UnixStream,
+    profile: Profile,
+    req: &Request,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let wire = profile.encode_request(req).map_err(ClientError::Encode)?;
+    let timed_out = || ClientError::Timeout {
+        id: req.id(),
+        timeout,
+    };
+    stream
+        .set_write_timeout(Some(remaining(deadline).ok_or_else(timed_out)?))
+        .map_err(ClientError::Io)?;
+    // One write of the whole struct: C servers need it in a single read.
+    match stream.write_all(&wire) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(timed_out())
+        }
+        Err(e) => Err(ClientError::Io(e)),
+    }
+}
+
+/// Sends `req` on a connected stream and reads its ack before `deadline`; checks that the
+/// ack echoes the request's id and timestamp.
+pub fn exchange(
+    stream: &mut UnixStream,
+    profile: Profile,
+    req: &Request,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Ack, ClientError> {
+    write_request(stream, profile, req, deadline, timeout)?;
+    let timed_out = || ClientError::Timeout {
+        id: req.id(),
+        timeout,
+    };
+    let mut buf = [0u8; MSG_LEN];
+    let mut got = 0;
+    while got < MSG_LEN {
+        let left = remaining(deadline).ok_or_else(timed_out)?;
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(ClientError::Io)?;
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => return Err(ClientError::Closed { id: req.id(), got }),
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(ClientError::Closed { id: req.id(), got });
+            }
+            Err(e) => return Err(ClientError::Io(e)),
+        }
+    }
+    let header = codec::peek_header(&buf).map_err(ClientError::Decode)?;
+    let expected_id = profile
+        .wire_id(req.id())
+        .expect("encode_request succeeded, so the profile has this id");
+    if header.msgid != expected_id || header.timestamp != req.timestamp {
+        return Err(ClientError::WrongAck {
+            expected_id,
+            expected_ts: req.timestamp,
+            got_id: header.msgid,
+            got_ts: header.timestamp,
+        });
+    }
+    profile
+        .decode_ack(&buf, req.id())
+        .map_err(ClientError::Decode)
+}

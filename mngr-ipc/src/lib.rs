@@ -1,0 +1,45 @@
+//! acrn-manager IPC for the ACRN lifecycle suite, wire-compatible with the C `libacrn-mngr`.
+//!
+//! * [`msg`]: typed requests and acks; [`codec`]: the only code that knows the 280-byte
+//!   `struct mngr_msg` layout, parameterised by an ABI [`Profile`] ([`profile`]).
+//! * [`naming`]: the socket directory, `NAME.PID.socket` files, exact-name lookup and
+//!   stale-socket cleanup.
+//! * [`server`] and [`client`]: request/ack over Unix stream sockets.
+//! * [`facade`]: the C-style `open` / `close` / `add_handler` / `send_msg` API.
+//! * [`runtime`]: the event loop every daemon and simulator of the suite runs on.
+//! * [`event_log`]: the JSON-lines event log every binary offers with `--event-log`.
+//!
+//! A daemon serves requests from its own loop:
+//!
+//! ```
+//! use mngr_ipc::msg::{AckPayload, Body, MsgId, Request};
+//! use mngr_ipc::server::{Handlers, ServerConfig, spawn_server};
+//! use mngr_ipc::{client::Client, Profile};
+//! use std::time::Duration;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let handlers = Handlers::new().on(MsgId::WakeupReason, |_req, call, reason: &mut u32| {
+//!     call.ack(AckPayload::Reason(*reason))
+//! });
+//! let server = spawn_server(ServerConfig::new("sos-lcs", dir.path()), handlers, 0x20u32)?;
+//! let ack = Client::new(dir.path(), Profile::F)
+//!     .send("sos-lcs", &Request::now(Body::WakeupReason), Duration::from_secs(2))?;
+//! assert_eq!(ack.payload, AckPayload::Reason(0x20));
+//! server.stop();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod codec;
+pub mod event_log;
+pub mod facade;
+pub mod msg;
+pub mod naming;
+pub mod profile;
+pub mod runtime;
+pub mod server;
+
+pub use codec::{CodecError, MSG_LEN, Wire};
+pub use msg::{Ack, AckPayload, Body, MsgId, Request, StopTarget};
+pub use profile::Profile;

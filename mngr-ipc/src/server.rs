@@ -1,0 +1,879 @@
+//! The mngr IPC server: a [`Subscriber`] that a daemon adds to its own [`EventLoop`], or
+//! runs on a thread of its own with [`spawn_server`].
+//!
+//! Behaviour (and where it deliberately differs from the C `libacrn-mngr`):
+//! * handlers are registered per id *before* the socket is bound (C: after, losing early
+//!   requests);
+//! * stream reads are reassembled: a message split over many reads, several in one read;
+//! * any number of concurrent connections up to [`ServerConfig::max_connections`] (C: 4);
+//!   at the cap the connection idle the longest is dropped to admit the new one, and a
+//!   connection idle for [`ServerConfig::idle_timeout`] is closed;
+//! * a message without magic closes its connection (C: silently ignored the buffer);
+//! * an id the profile or the handler table does not know gets an error ack with
+//!   `err = -ENOSYS`, id and timestamp echoed (C: no answer, the client waits out its
+//!   timeout); a request that fails to decode gets `-EINVAL`;
+//! * every handler sees the peer's `SO_PEERCRED` ([`PeerCred`]);
+//! * a handler may [`Call::defer`] its ack and complete it from a worker thread, so slow
+//!   work never blocks the loop. A deferred ack dropped without an answer sends `-1`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Token};
+use nix::sys::socket::{getsockopt, sockopt};
+use thiserror::Error;
+
+use crate::codec::{self, Header, MSG_LEN, Wire};
+use crate::msg::{Ack, AckPayload, MsgId, Request, err};
+use crate::naming::{self, NamingError};
+use crate::profile::Profile;
+use crate::runtime::{EventLoop, LoopHandle, Notifier, Ops, Subscriber, TimerId};
+
+/// Credentials of the process at the other end of a connection (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Process id (as seen from our pid namespace; 0 if unknown).
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The server's name (`acrnd`, `sos-lcs`, `vm1.monitor`).
+    pub name: String,
+    /// The socket directory.
+    pub dir: PathBuf,
+    /// ABI profile of the wire format.
+    pub profile: Profile,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// A connection with nothing in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most acks queued for a peer that does not read them before it is dropped.
+    pub max_queued_acks: usize,
+}
+
+impl ServerConfig {
+    /// Defaults: profile F, 256 connections, 30 s idle timeout, 64 queued acks.
+    pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            name: name.into(),
+            dir: dir.into(),
+            profile: Profile::F,
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(30),
+            max_queued_acks: 64,
+        }
+    }
+}
+
+/// A server that cannot start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Bad name, path too long, or the directory cannot be made.
+    #[error("Cannot name the server socket")]
+    Naming(#[from] NamingError),
+    /// `bind` failed.
+    #[error("Cannot bind {path}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The server thread could not start.
+    #[error("Cannot start the server thread")]
+    Thread(#[source] io::Error),
+}
+
+/// The answer a handler gives: made only by [`Call::ack`], [`Call::err`] or [`Call::defer`],
+/// so every handled request gets exactly one ack.
+#[derive(Debug)]
+#[must_use = "return the Reply from the handler"]
+pub struct Reply(ReplyKind);
+
+#[derive(Debug)]
+enum ReplyKind {
+    Now(Box<Wire>),
+    Deferred,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ConnId(u64);
+
+#[derive(Debug)]
+struct Completion {
+    conn: ConnId,
+    wire: Box<Wire>,
+}
+
+/// One request being handled: who asked, and how to answer.
+#[derive(Debug)]
+pub struct Call<'a> {
+    peer: PeerCred,
+    id: MsgId,
+    header: Header,
+    conn: ConnId,
+    profile: Profile,
+    completions: &'a Sender<Completion>,
+    notifier: &'a Notifier,
+}
+
+impl Call<'_> {
+    /// The requesting process.
+    pub fn peer(&self) -> PeerCred {
+        self.peer
+    }
+
+    /// The request's id.
+    pub fn id(&self) -> MsgId {
+        self.id
+    }
+
+    /// Answers now with `payload`.
+    pub fn ack(self, payload: AckPayload) -> Reply {
+        Reply(ReplyKind::Now(Box::new(encode_ack(
+            self.profile,
+            self.id,
+            &self.header,
+            payload,
+        ))))
+    }
+
+    /// Answers now with `data.err = code` (whatever the id's usual payload).
+    pub fn err(self, code: i32) -> Reply {
+        Reply(ReplyKind::Now(Box::new(codec::error_ack(
+            &self.header,
+            code,
+        ))))
+    }
+
+    /// Answers later: the returned [`DeferredAck`] may move to a worker thread.
+    pub fn defer(self) -> (Reply, DeferredAck) {
+        let d = DeferredAck {
+            conn: self.conn,
+            id: self.id,
+            header: self.header,
+            profile: self.profile,
+            completions: self.completions.clone(),
+            notifier: self.notifier.clone(),
+            done: false,
+        };
+        (Reply(ReplyKind::Deferred), d)
+    }
+}
+
+fn encode_ack(profile: Profile, id: MsgId, header: &Header, payload: AckPayload) -> Wire {
+    match profile.encode_ack(&Ack::new(id, header.timestamp, payload)) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("Cannot encode the ack of {id}: {e}; answering -1");
+            codec::error_ack(header, err::FAILED)
+        }
+    }
+}
+
+/// An ack to send later, from any thread. Dropping it unanswered sends `err = -1`.
+#[derive(Debug)]
+pub struct DeferredAck {
+    conn: ConnId,
+    id: MsgId,
+    header: Header,
+    profile: Profile,
+    completions: Sender<Completion>,
+    notifier: Notifier,
+    done: bool,
+}
+
+impl DeferredAck {
+    /// The request's id.
+    pub fn id(&self) -> MsgId {
+        self.id
+    }
+
+    /// Sends the ack with `payload`.
+    pub fn complete(mut self, payload: AckPayload) {
+        let wire = encode_ack(self.profile, self.id, &self.header, payload);
+        self.send(wire);
+    }
+
+    /// Sends the ack with `data.err = code`.
+    pub fn fail(mut self, code: i32) {
+        let wire = codec::error_ack(&self.header, code);
+        self.send(wire);
+    }
+
+    fn send(&mut self, wire: Wire) {
+        self.done = true;
+        let c = Completion {
+            conn: self.conn,
+            wire: Box::new(wire),
+        };
+        // The server is gone when the receiver is: nobody is left to answer.
+        if self.completions.send(c).is_ok() {
+            self.notifier.notify();
+        }
+    }
+}
+
+impl Drop for DeferredAck {
+    fn drop(&mut self) {
+        if !self.done {
+            log::warn!(
+                "Deferred ack of {} dropped unanswered; answering -1",
+                self.id
+            );
+            let wire = codec::error_ack(&self.header, err::FAILED);
+            self.send(wire);
+        }
+    }
+}
+
+type HandlerFn<C> = Box<dyn FnMut(&Request, Call<'_>, &mut C) -> Reply + Send>;
+
+/// The handlers of a server, one per id, fixed before the socket is bound.
+pub struct Handlers<C> {
+    by_id: HashMap<MsgId, HandlerFn<C>>,
+    fallback: Option<HandlerFn<C>>,
+}
+
+impl<C> fmt::Debug for Handlers<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ids: Vec<&MsgId> = self.by_id.keys().collect();
+        ids.sort();
+        f.debug_struct("Handlers")
+            .field("ids", &ids)
+            .field("fallback", &self.fallback.is_some())
+            .finish()
+    }
+}
+
+impl<C> Default for Handlers<C> {
+    fn default() -> Self {
+        Handlers {
+            by_id: HashMap::new(),
+            fallback: None,
+        }
+    }
+}
+
+impl<C> Handlers<C> {
+    /// No handlers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handles `id` with `f` (replacing an earlier handler of `id`).
+    pub fn on(
+        mut self,
+        id: MsgId,
+        f: impl FnMut(&Request, Call<'_>, &mut C) -> Reply + Send + 'static,
+    ) -> Self {
+        self.by_id.insert(id, Box::new(f));
+        self
+    }
+
+    /// Handles every id of the profile that has no handler of its own.
+    pub fn fallback(
+        mut self,
+        f: impl FnMut(&Request, Call<'_>, &mut C) -> Reply + Send + 'static,
+    ) -> Self {
+        self.fallback = Some(Box::new(f));
+        self
+    }
+
+    fn get(&mut self, id: MsgId) -> Option<&mut HandlerFn<C>> {
+        match self.by_id.get_mut(&id) {
+            Some(h) => Some(h),
+            None => self.fallback.as_mut(),
+        }
+    }
+}
+
+struct Conn {
+    stream: UnixStream,
+    token: Token,
+    id: ConnId,
+    peer: PeerCred,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    last_active: Instant,
+    deferred: usize,
+    writable: bool,
+    eof: bool,
+}
+
+impl Conn {
+    fn busy(&self) -> bool {
+        self.deferred > 0 || !self.outbuf.is_empty() || !self.inbuf.is_empty()
+    }
+}
+
+/// A bound mngr IPC server, ready to join an event loop.
+pub struct IpcServer<C> {
+    cfg: ServerConfig,
+    path: PathBuf,
+    listener: UnixListener,
+    listener_token: Option<Token>,
+    handlers: Handlers<C>,
+    conns: HashMap<Token, Conn>,
+    by_id: HashMap<ConnId, Token>,
+    next_conn: u64,
+    completions_tx: Sender<Completion>,
+    completions_rx: Receiver<Completion>,
+    notifier: Option<Notifier>,
+    idle_timer: Option<TimerId>,
+}
+
+impl<C> fmt::Debug for IpcServer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpcServer")
+            .field("path", &self.path)
+            .field("connections", &self.conns.len())
+            .finish()
+    }
+}
+
+impl<C> IpcServer<C> {
+    /// Creates the directory if needed, removes stale sockets of this name, and binds
+    /// `DIR/NAME.PID.socket` with mode 0660.
+    pub fn bind(cfg: ServerConfig, handlers: Handlers<C>) -> Result<Self, ServerError> {
+        let path = naming::socket_path(&cfg.dir, &cfg.name, std::process::id())?;
+        naming::ensure_dir(&cfg.dir)?;
+        naming::remove_stale(&cfg.dir, &cfg.name)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => log::info!("Removed leftover socket {} of this process", path.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("Cannot remove {}: {e}", path.display()),
+        }
+        let listener = UnixListener::bind(&path).map_err(|source| ServerError::Bind {
+            path: path.clone(),
+            source,
+        })?;
+        naming::set_socket_mode(&path).map_err(|source| ServerError::Bind {
+            path: path.clone(),
+            source,
+        })?;
+        log::info!("Serving {} on {}", cfg.name, path.display());
+        let (completions_tx, completions_rx) = mpsc::channel();
+        Ok(IpcServer {
+            cfg,
+            path,
+            listener,
+            listener_token: None,
+            handlers,
+            conns: HashMap::new(),
+            by_id: HashMap::new(),
+            next_conn: 0,
+            completions_tx,
+            completions_rx,
+            notifier: None,
+            idle_timer: None,
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn accept_all(&mut self, ops: &mut Ops<'_, C>) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream, ops),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("{}: accept failed: {e}", self.cfg.name);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: UnixStream, ops: &mut Ops<'_, C>) {
+        if self.conns.len() >= self.cfg.max_connections {
+            let oldest = self
+                .conns
+                .values()
+                .filter(|c| !c.busy())
+                .min_by_key(|c| c.last_active)
+                .map(|c| c.token);
+            match oldest {
+                Some(t) => {
+                    log::info!(
+                        "{}: {} connections open; dropping the longest idle one",
+                        self.cfg.name,
+                        self.conns.len()
+                    );
+                    self.close(t, ops);
+                }
+                None => {
+                    log::warn!(
+                        "{}: {} connections, all busy; refusing a new one",
+                        self.cfg.name,
+                        self.conns.len()
+                    );
+                    return;
+                }
+            }
+        }
+        let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
+            Ok(c) => PeerCred {
+                pid: c.pid(),
+                uid: c.uid(),
+                gid: c.gid(),
+            },
+            Err(e) => {
+                log::warn!("{}: no peer credentials ({e}); closing", self.cfg.name);
+                return;
+            }
+        };
+        let token = match ops.register(&mut stream, Interest::READABLE) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("{}: cannot register a connection: {e}", self.cfg.name);
+                return;
+            }
+        };
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.by_id.insert(id, token);
+        self.conns.insert(
+            token,
+            Conn {
+                stream,
+                token,
+                id,
+                peer,
+                inbuf: Vec::with_capacity(MSG_LEN),
+                outbuf: Vec::new(),
+                last_active: Instant::now(),
+                deferred: 0,
+                writable: false,
+                eof: false,
+            },
+        );
+        self.arm_idle_timer(ops);
+    }
+
+    fn close(&mut self, token: Token, ops: &mut Ops<'_, C>) {
+        if let Some(mut c) = self.conns.remove(&token) {
+            ops.deregister(&mut c.stream, token);
+            self.by_id.remove(&c.id);
+            if c.deferred > 0 {
+                log::debug!(
+                    "{}: closing a connection with {} deferred ack(s) pending",
+                    self.cfg.name,
+                    c.deferred
+                );
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, token: Token, event: &Event, ops: &mut Ops<'_, C>, ctx: &mut C) {
+        if event.is_writable() && !self.flush(token, ops) {
+            return;
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_conn(token, ops, ctx);
+        }
+    }
+
+    fn read_conn(&mut self, token: Token, ops: &mut Ops<'_, C>, ctx: &mut C) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return;
+            };
+            if conn.eof {
+                break;
+            }
+            match conn.stream.read(&mut buf) {
+                Ok(0) => conn.eof = true,
+                Ok(n) => {
+                    conn.last_active = Instant::now();
+                    if !self.take_bytes(token, &buf[..n], ops, ctx) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("{}: read failed: {e}; closing", self.cfg.name);
+                    self.close(token, ops);
+                    return;
+                }
+            }
+        }
+        if !self.flush(token, ops) {
+            return;
+        }
+        self.close_if_done(token, ops);
+    }
+
+    /// Feeds bytes to the connection's reassembly buffer and serves each complete message.
+    /// Returns false if the connection was closed.
+    fn take_bytes(
+        &mut self,
+        token: Token,
+        mut bytes: &[u8],
+        ops: &mut Ops<'_, C>,
+        ctx: &mut C,
+    ) -> bool {
+        while !bytes.is_empty() {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return false;
+            };
+            let want = MSG_LEN - conn.inbuf.len();
+            let n = want.min(bytes.len());
+            conn.inbuf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if conn.inbuf.len() < MSG_LEN {
+                break;
+            }
+            let frame: Wire = conn.inbuf[..]
+                .try_into()
+                .expect("inbuf holds exactly MSG_LEN bytes here");
+            conn.inbuf.clear();
+            if !self.serve(token, &frame, ctx) {
+                self.close(token, ops);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Serves one message. Returns false if the connection must be closed.
+    fn serve(&mut self, token: Token, frame: &Wire, ctx: &mut C) -> bool {
+        let header = codec::peek_header(frame).expect("frame is MSG_LEN bytes");
+        let conn = self
+            .conns
+            .get_mut(&token)
+            .expect("caller checked the connection");
+        let peer = conn.peer;
+        if !header.has_magic() {
+            log::warn!(
+                "{}: message without magic ({:#018x}) from pid {} uid {}; closing the connection",
+                self.cfg.name,
+                header.magic,
+                peer.pid,
+                peer.uid
+            );
+            return false;
+        }
+        let profile = self.cfg.profile;
+        let Some(id) = profile.msg_id(header.msgid) else {
+            log::warn!(
+                "{}: unknown message id {} from pid {}; answering -ENOSYS",
+                self.cfg.name,
+                header.msgid,
+                peer.pid
+            );
+            return self.queue(token, &codec::error_ack(&header, err::UNKNOWN_ID));
+        };
+        let notifier = self.notifier.as_ref().expect("set in init");
+        let Some(handler) = self.handlers.get(id) else {
+            log::info!(
+                "{}: no handler for {id} (from pid {}); answering -ENOSYS",
+                self.cfg.name,
+                peer.pid
+            );
+            return self.queue(token, &codec::error_ack(&header, err::UNKNOWN_ID));
+        };
+        let request = match profile.decode_request(frame) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!(
+                    "{}: malformed {id} from pid {} uid {}: {e}; answering -EINVAL",
+                    self.cfg.name,
+                    peer.pid,
+                    peer.uid
+                );
+                return self.queue(token, &codec::error_ack(&header, err::INVALID));
+            }
+        };
+        let call = Call {
+            peer,
+            id,
+            header,
+            conn: conn.id,
+            profile,
+            completions: &self.completions_tx,
+            notifier,
+        };
+        match handler(&request, call, ctx).0 {
+            ReplyKind::Now(wire) => self.queue(token, &wire),
+            ReplyKind::Deferred => {
+                if let Some(c) = self.conns.get_mut(&token) {
+                    c.deferred += 1;
+                }
+                true
+            }
+        }
+    }
+
+    /// Queues an ack. Returns false if the peer has too many unread acks.
+    fn queue(&mut self, token: Token, wire: &Wire) -> bool {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return false;
+        };
+        if conn.outbuf.len() >= self.cfg.max_queued_acks * MSG_LEN {
+            log::warn!(
+                "{}: pid {} does not read its acks; closing the connection",
+                self.cfg.name,
+                conn.peer.pid
+            );
+            return false;
+        }
+        conn.outbuf.extend_from_slice(wire);
+        true
+    }
+
+    /// Writes queued acks until done or `WouldBlock`. Returns false if it closed the
+    /// connection.
+    fn flush(&mut self, token: Token, ops: &mut Ops<'_, C>) -> bool {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return false;
+        };
+        while !conn.outbuf.is_empty() {
+            match conn.stream.write(&conn.outbuf) {
+                Ok(0) => {
+                    self.close(token, ops);
+                    return false;
+                }
+                Ok(n) => {
+                    conn.outbuf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("{}: write failed: {e}; closing", self.cfg.name);
+                    self.close(token, ops);
+                    return false;
+                }
+            }
+        }
+        let want_writable = !conn.outbuf.is_empty();
+        if want_writable != conn.writable {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) = ops.reregister(&mut conn.stream, token, interest) {
+                log::warn!("{}: reregister failed: {e}; closing", self.cfg.name);
+                self.close(token, ops);
+                return false;
+            }
+            conn.writable = want_writable;
+        }
+        true
+    }
+
+    /// Closes a connection whose peer finished sending once nothing is left to answer.
+    fn close_if_done(&mut self, token: Token, ops: &mut Ops<'_, C>) {
+        let Some(c) = self.conns.get(&token) else {
+            return;
+        };
+        if !(c.eof && c.deferred == 0 && c.outbuf.is_empty()) {
+            return;
+        }
+        if !c.inbuf.is_empty() {
+            log::debug!(
+                "{}: peer pid {} closed with {} bytes of a partial message",
+                self.cfg.name,
+                c.peer.pid,
+                c.inbuf.len()
+            );
+        }
+        self.close(token, ops);
+    }
+
+    fn deliver_completions(&mut self, ops: &mut Ops<'_, C>) {
+        while let Ok(c) = self.completions_rx.try_recv() {
+            let Some(&token) = self.by_id.get(&c.conn) else {
+                log::debug!(
+                    "{}: deferred ack for a closed connection dropped",
+                    self.cfg.name
+                );
+                continue;
+            };
+            if let Some(conn) = self.conns.get_mut(&token) {
+                conn.deferred = conn.deferred.saturating_sub(1);
+                conn.last_active = Instant::now();
+            }
+            if self.queue(token, &c.wire) {
+                if self.flush(token, ops) {
+                    self.close_if_done(token, ops);
+                }
+            } else {
+                self.close(token, ops);
+            }
+        }
+    }
+
+    fn arm_idle_timer(&mut self, ops: &mut Ops<'_, C>) {
+        if self.idle_timer.is_some() {
+            return;
+        }
+        if let Some(oldest) = self.conns.values().map(|c| c.last_active).min() {
+            self.idle_timer = Some(ops.arm_at(oldest + self.cfg.idle_timeout));
+        }
+    }
+
+    fn expire_idle(&mut self, ops: &mut Ops<'_, C>) {
+        let now = Instant::now();
+        let idle: Vec<Token> = self
+            .conns
+            .values()
+            .filter(|c| {
+                c.deferred == 0 && now.duration_since(c.last_active) >= self.cfg.idle_timeout
+            })
+            .map(|c| c.token)
+            .collect();
+        for t in idle {
+            log::debug!("{}: closing an idle connection", self.cfg.name);
+            self.close(t, ops);
+        }
+    }
+}
+
+impl<C> Drop for IpcServer<C> {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => log::debug!("Removed {}", self.path.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("Cannot remove {}: {e}", self.path.display()),
+        }
+    }
+}
+
+impl<C> Subscriber<C> for IpcServer<C> {
+    fn init(&mut self, ops: &mut Ops<'_, C>) -> io::Result<()> {
+        self.listener_token = Some(ops.register(&mut self.listener, Interest::READABLE)?);
+        self.notifier = Some(ops.notifier());
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: &Event, ops: &mut Ops<'_, C>, ctx: &mut C) {
+        if Some(event.token()) == self.listener_token {
+            self.accept_all(ops);
+        } else {
+            self.on_conn_event(event.token(), event, ops, ctx);
+        }
+    }
+
+    fn on_timer(&mut self, id: TimerId, ops: &mut Ops<'_, C>, _ctx: &mut C) {
+        if Some(id) == self.idle_timer {
+            self.idle_timer = None;
+            self.expire_idle(ops);
+            self.arm_idle_timer(ops);
+        }
+    }
+
+    fn on_notify(&mut self, ops: &mut Ops<'_, C>, _ctx: &mut C) {
+        self.deliver_completions(ops);
+    }
+}
+
+/// A server running an event loop of its own on a thread; stops (and unlinks its socket)
+/// on [`ServerThread::stop`] or drop.
+#[derive(Debug)]
+pub struct ServerThread {
+    path: PathBuf,
+    handle: LoopHandle,
+    join: Option<JoinHandle<()>>,
+}
+
+/// Binds a server on the calling thread (so errors are returned here), then serves it on a
+/// new thread with state `ctx`.
+pub fn spawn_server<C: Send + 'static>(
+    cfg: ServerConfig,
+    handlers: Handlers<C>,
+    ctx: C,
+) -> Result<ServerThread, ServerError> {
+    let name = cfg.name.clone();
+    let server = IpcServer::bind(cfg, handlers)?;
+    let path = server.path().to_owned();
+    let (tx, rx) = mpsc::sync_channel(1);
+    let join = std::thread::Builder::new()
+        .name(format!("mngr-{name}"))
+        .spawn(move || {
+            let mut ctx = ctx;
+            let mut el = match EventLoop::new() {
+                Ok(el) => el,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            if let Err(e) = el.add(Box::new(server)) {
+                let _ = tx.send(Err(e));
+                return;
+            }
+            let _ = tx.send(Ok(el.handle()));
+            if let Err(e) = el.run(&mut ctx) {
+                log::error!("Server {name} stopped: {e}");
+            }
+        })
+        .map_err(ServerError::Thread)?;
+    let handle = match rx.recv() {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return Err(ServerError::Thread(e)),
+        Err(_) => {
+            return Err(ServerError::Thread(io::Error::other(
+                "server thread ended before starting",
+            )));
+        }
+    };
+    Ok(ServerThread {
+        path,
+        handle,
+        join: Some(join),
+    })
+}
+
+impl ServerThread {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops serving, waits for the thread, and removes the socket.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.handle.shutdown();
+        if let Some(j) = self.join.take()
+            && j.join().is_err()
+        {
+            log::error!("Server thread for {} panicked", self.path.display());
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,43 @@
+//! Shared helpers for the workspace's integration tests (and the scenario
+//! runner built on top of them).
+//!
+//! The helpers are deliberately small and strict:
+//!
+//! - [`TestDir`] gives every test its own short temporary directory (short
+//!   enough to hold unix socket paths), kept on failure for inspection.
+//! - [`wait_until`] / [`wait_for`] replace fixed sleeps with bounded polling;
+//!   nothing in this crate waits without a deadline.
+//! - [`bin_path`] locates a workspace binary built by Cargo.
+//! - [`Procs`] owns the processes a test starts, captures their output into
+//!   files and kills their whole process groups when the test ends, printing
+//!   what they said if the test failed.
+//!
+//! A typical test declares the directory first so that it outlives the
+//! process guard (locals drop in reverse order, so the processes are killed
+//! and their logs read before the directory is removed):
+//!
+//! ```no_run
+//! use std::process::Command;
+//! use std::time::Duration;
+//! use acrn_tests::{Procs, TestDir, bin_path, wait_for};
+//!
+//! let dir = TestDir::new("example");
+//! let mut procs = Procs::new(dir.path());
+//! let sock = dir.join("daemon.sock");
+//! let mut cmd = Command::new(bin_path("some-daemon"));
+//! cmd.arg(&sock);
+//! procs.spawn("daemon", cmd).expect("spawn daemon");
+//! wait_for(Duration::from_secs(5), "daemon socket", || sock.exists()).unwrap();
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod bins;
+pub mod dir;
+pub mod procs;
+pub mod wait;
+
+pub use bins::bin_path;
+pub use dir::TestDir;
+pub use procs::Procs;
+pub use wait::{WaitTimeout, wait_for, wait_until};
