@@ -3,3 +3,5 @@
 #![allow(clippy::tests_outside_test_module)]
 
 mod golden;
+// mod props; (helper writing it)
+mod sockets;
