@@ -7,6 +7,8 @@
 //! * [`server`] and [`client`]: request/ack over Unix stream sockets.
 //! * [`facade`]: the C-style `open` / `close` / `add_handler` / `send_msg` API.
 //! * [`runtime`]: the event loop every daemon and simulator of the suite runs on.
+//! * [`cbc`]: the CBC lifecycle frames (service and link layer) between SoC and IOC.
+//! * [`line`]: the IOC lifecycle line (CBC char device or UART) and its framing.
 //! * [`event_log`]: the JSON-lines event log every binary offers with `--event-log`.
 //!
 //! A daemon serves requests from its own loop:
@@ -30,15 +32,18 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cbc;
 pub mod client;
 pub mod codec;
 pub mod event_log;
 pub mod facade;
+pub mod line;
 pub mod msg;
 pub mod naming;
 pub mod profile;
 pub mod runtime;
 pub mod server;
+pub mod sys;
 
 pub use codec::{CodecError, MSG_LEN, Wire};
 pub use msg::{Ack, AckPayload, Body, MsgId, Request, StopTarget};

@@ -2,6 +2,7 @@
 // The whole binary is test code; the lint is meant for unit tests inside library modules.
 #![allow(clippy::tests_outside_test_module)]
 
+mod cbc_golden;
 mod golden;
-// mod props; (helper writing it)
+mod props;
 mod sockets;
