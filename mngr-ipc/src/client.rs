@@ -4,13 +4,16 @@
 //! never success (the C library returned 0 when the server closed without answering). Every
 //! call is bounded by its timeout, connection included.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use thiserror::Error;
 
@@ -84,10 +87,15 @@ pub enum ClientError {
 }
 
 /// Sends requests to named servers in one socket directory.
+///
+/// The socket that last answered for a name is remembered (shared by clones), so a
+/// request costs a connect, not a directory scan; a remembered socket that refuses or has
+/// vanished sends the next request back to the scan.
 #[derive(Debug, Clone)]
 pub struct Client {
     dir: PathBuf,
     profile: Profile,
+    known: Arc<Mutex<HashMap<String, PathBuf>>>,
 }
 
 impl Client {
@@ -96,6 +104,7 @@ impl Client {
         Client {
             dir: dir.into(),
             profile,
+            known: Arc::default(),
         }
     }
 
@@ -109,9 +118,24 @@ impl Client {
         self.profile
     }
 
-    /// Connects to server `name`: live candidates first, then any other; the first that
-    /// accepts wins. Bounded by `deadline`.
+    /// Connects to server `name`: the socket that answered last time, else the live
+    /// candidates first, then any other; the first that accepts wins. Bounded by
+    /// `deadline`. The stream is non-blocking; [`exchange`] and [`write_request`] wait on it
+    /// with `poll`.
     pub fn connect(&self, name: &str, deadline: Instant) -> Result<UnixStream, ClientError> {
+        let cached = self.known_path(name);
+        if let Some(path) = &cached {
+            match connect_bounded(path, deadline) {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    log::debug!(
+                        "Remembered socket {} failed: {e}; looking up again",
+                        path.display()
+                    );
+                    self.forget(name);
+                }
+            }
+        }
         let found = naming::candidates(&self.dir, name)?;
         if found.is_empty() {
             return Err(ClientError::NotFound {
@@ -120,9 +144,12 @@ impl Client {
             });
         }
         let mut last = None;
-        for c in &found {
+        for c in found.iter().filter(|c| Some(&c.path) != cached.as_ref()) {
             match connect_bounded(&c.path, deadline) {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    self.remember(name, &c.path);
+                    return Ok(s);
+                }
                 Err(e) => {
                     log::debug!("Connecting to {}: {e}", c.path.display());
                     last = Some(e);
@@ -131,8 +158,30 @@ impl Client {
         }
         Err(ClientError::Connect {
             name: name.to_owned(),
-            source: last.unwrap_or_else(|| io::Error::other("no candidate")),
+            source: last.unwrap_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused)),
         })
+    }
+
+    fn known_path(&self, name: &str) -> Option<PathBuf> {
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    fn remember(&self, name: &str, path: &Path) {
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), path.to_owned());
+    }
+
+    fn forget(&self, name: &str) {
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
     }
 
     /// Sends `req` to server `name` and waits for its ack, all within `timeout`.
@@ -171,11 +220,7 @@ fn connect_bounded(path: &Path, deadline: Instant) -> io::Result<UnixStream> {
         )
         .map_err(io::Error::from)?;
         match connect(fd.as_raw_fd(), &addr) {
-            Ok(()) => {
-                let stream = UnixStream::from(fd);
-                stream.set_nonblocking(false)?;
-                return Ok(stream);
-            }
+            Ok(()) => return Ok(UnixStream::from(fd)),
             Err(Errno::EAGAIN) if Instant::now() < deadline => {
                 std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
                 pause = (pause * 2).min(Duration::from_millis(10));
@@ -191,7 +236,26 @@ fn remaining(deadline: Instant) -> Option<Duration> {
     (!left.is_zero()).then_some(left)
 }
 
-/// Writes `req` on a connected stream as one message, before `deadline`.
+/// Waits until `stream` is ready for `flags` or `deadline` passes; false on timeout.
+fn wait_ready(stream: &UnixStream, flags: PollFlags, deadline: Instant) -> io::Result<bool> {
+    loop {
+        let Some(left) = remaining(deadline) else {
+            return Ok(false);
+        };
+        // Round up so that a sub-millisecond remainder still waits.
+        let ms = u16::try_from(left.as_millis().saturating_add(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(stream.as_fd(), flags)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => {}
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+}
+
+/// Writes `req` on a connected stream as one message, before `deadline`. The stream must
+/// be non-blocking, as [`Client::connect`] returns it.
 pub fn write_request(
     stream: &mut UnixStream,
     profile: Profile,
@@ -204,26 +268,32 @@ pub fn write_request(
         id: req.id(),
         timeout,
     };
-    stream
-        .set_write_timeout(Some(remaining(deadline).ok_or_else(timed_out)?))
-        .map_err(ClientError::Io)?;
-    // One write of the whole struct: C servers need it in a single read.
-    match stream.write_all(&wire) {
-        Ok(()) => Ok(()),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            Err(timed_out())
+    // The whole struct in one write when the socket has room (it nearly always has):
+    // C servers need it in a single read.
+    let mut sent = 0;
+    while sent < MSG_LEN {
+        match stream.write(&wire[sent..]) {
+            Ok(0) => {
+                return Err(ClientError::Closed {
+                    id: req.id(),
+                    got: 0,
+                });
+            }
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !wait_ready(stream, PollFlags::POLLOUT, deadline).map_err(ClientError::Io)? {
+                    return Err(timed_out());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ClientError::Io(e)),
         }
-        Err(e) => Err(ClientError::Io(e)),
     }
+    Ok(())
 }
 
-/// Sends `req` on a connected stream and reads its ack before `deadline`; checks that the
-/// ack echoes the request's id and timestamp.
+/// Sends `req` on a connected, non-blocking stream and reads its ack before `deadline`;
+/// checks that the ack echoes the request's id and timestamp.
 pub fn exchange(
     stream: &mut UnixStream,
     profile: Profile,
@@ -239,22 +309,18 @@ pub fn exchange(
     let mut buf = [0u8; MSG_LEN];
     let mut got = 0;
     while got < MSG_LEN {
-        let left = remaining(deadline).ok_or_else(timed_out)?;
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(ClientError::Io)?;
+        // The ack cannot be there yet right after the request: wait first, then read.
+        if !wait_ready(stream, PollFlags::POLLIN, deadline).map_err(ClientError::Io)? {
+            return Err(timed_out());
+        }
         match stream.read(&mut buf[got..]) {
             Ok(0) => return Err(ClientError::Closed { id: req.id(), got }),
             Ok(n) => got += n,
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(timed_out());
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 return Err(ClientError::Closed { id: req.id(), got });
             }

@@ -5,6 +5,7 @@
 //! * [`naming`]: the socket directory, `NAME.PID.socket` files, exact-name lookup and
 //!   stale-socket cleanup.
 //! * [`server`] and [`client`]: request/ack over Unix stream sockets.
+//! * [`auth`]: who may make privileged requests (a policy over `SO_PEERCRED`).
 //! * [`facade`]: the C-style `open` / `close` / `add_handler` / `send_msg` API.
 //! * [`runtime`]: the event loop every daemon and simulator of the suite runs on.
 //! * [`cbc`]: the CBC lifecycle frames (service and link layer) between SoC and IOC.
@@ -32,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod cbc;
 pub mod client;
 pub mod codec;

@@ -385,6 +385,16 @@ impl<C> EventLoop<C> {
         Ok(id)
     }
 
+    /// A notifier that calls [`Subscriber::on_notify`] of subscriber `id` (e.g. so that
+    /// state shared through `C` can wake the subscriber owning the I/O).
+    pub fn notifier(&self, id: SubscriberId) -> Notifier {
+        Notifier {
+            waker: Arc::clone(&self.core.waker),
+            shared: Arc::clone(&self.core.shared),
+            sub: id,
+        }
+    }
+
     /// Number of subscribers.
     pub fn len(&self) -> usize {
         self.subs.len()

@@ -36,6 +36,11 @@ use crate::naming::{self, NamingError};
 use crate::profile::Profile;
 use crate::runtime::{EventLoop, LoopHandle, Notifier, Ops, Subscriber, TimerId};
 
+/// Connections accepted per readiness event of the listener.
+const ACCEPT_BATCH: usize = 32;
+/// Reads of one connection per readiness event.
+const READ_BUDGET: usize = 16;
+
 /// Credentials of the process at the other end of a connection (`SO_PEERCRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCred {
@@ -122,7 +127,7 @@ struct Completion {
 /// One request being handled: who asked, and how to answer.
 #[derive(Debug)]
 pub struct Call<'a> {
-    peer: PeerCred,
+    stream: &'a UnixStream,
     id: MsgId,
     header: Header,
     conn: ConnId,
@@ -132,9 +137,11 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// The requesting process.
+    /// The requesting process (`SO_PEERCRED`, read when asked: most requests never need
+    /// it). A peer whose credentials cannot be read is pid 0, uid and gid `u32::MAX`, which
+    /// no policy allows.
     pub fn peer(&self) -> PeerCred {
-        self.peer
+        peer_of(self.stream)
     }
 
     /// The request's id.
@@ -172,6 +179,24 @@ impl Call<'_> {
             done: false,
         };
         (Reply(ReplyKind::Deferred), d)
+    }
+}
+
+fn peer_of(stream: &UnixStream) -> PeerCred {
+    match getsockopt(stream, sockopt::PeerCredentials) {
+        Ok(c) => PeerCred {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        },
+        Err(e) => {
+            log::warn!("No peer credentials: {e}");
+            PeerCred {
+                pid: 0,
+                uid: u32::MAX,
+                gid: u32::MAX,
+            }
+        }
     }
 }
 
@@ -306,7 +331,6 @@ struct Conn {
     stream: UnixStream,
     token: Token,
     id: ConnId,
-    peer: PeerCred,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     last_active: Instant,
@@ -394,10 +418,18 @@ impl<C> IpcServer<C> {
         self.conns.len()
     }
 
-    fn accept_all(&mut self, ops: &mut Ops<'_, C>) {
-        loop {
+    /// Accepts up to [`ACCEPT_BATCH`] connections, serving each one's request at once (it
+    /// usually came with the connection). A full batch re-arms the listener instead of
+    /// draining it, so that clients reconnecting as fast as they are served cannot starve
+    /// the events of other connections.
+    fn accept_batch(&mut self, ops: &mut Ops<'_, C>, ctx: &mut C) {
+        for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
-                Ok((stream, _)) => self.admit(stream, ops),
+                Ok((stream, _)) => {
+                    if let Some(token) = self.admit(stream, ops) {
+                        self.read_conn(token, true, ops, ctx);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -406,9 +438,15 @@ impl<C> IpcServer<C> {
                 }
             }
         }
+        // More may be waiting: EPOLL_CTL_MOD re-arms the edge if the backlog is not empty.
+        if let Some(t) = self.listener_token
+            && let Err(e) = ops.reregister(&mut self.listener, t, Interest::READABLE)
+        {
+            log::error!("{}: cannot re-arm the listener: {e}", self.cfg.name);
+        }
     }
 
-    fn admit(&mut self, mut stream: UnixStream, ops: &mut Ops<'_, C>) {
+    fn admit(&mut self, mut stream: UnixStream, ops: &mut Ops<'_, C>) -> Option<Token> {
         if self.conns.len() >= self.cfg.max_connections {
             let oldest = self
                 .conns
@@ -431,26 +469,15 @@ impl<C> IpcServer<C> {
                         self.cfg.name,
                         self.conns.len()
                     );
-                    return;
+                    return None;
                 }
             }
         }
-        let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
-            Ok(c) => PeerCred {
-                pid: c.pid(),
-                uid: c.uid(),
-                gid: c.gid(),
-            },
-            Err(e) => {
-                log::warn!("{}: no peer credentials ({e}); closing", self.cfg.name);
-                return;
-            }
-        };
         let token = match ops.register(&mut stream, Interest::READABLE) {
             Ok(t) => t,
             Err(e) => {
                 log::warn!("{}: cannot register a connection: {e}", self.cfg.name);
-                return;
+                return None;
             }
         };
         let id = ConnId(self.next_conn);
@@ -462,7 +489,6 @@ impl<C> IpcServer<C> {
                 stream,
                 token,
                 id,
-                peer,
                 inbuf: Vec::with_capacity(MSG_LEN),
                 outbuf: Vec::new(),
                 last_active: Instant::now(),
@@ -472,6 +498,7 @@ impl<C> IpcServer<C> {
             },
         );
         self.arm_idle_timer(ops);
+        Some(token)
     }
 
     fn close(&mut self, token: Token, ops: &mut Ops<'_, C>) {
@@ -493,13 +520,38 @@ impl<C> IpcServer<C> {
             return;
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read_conn(token, ops, ctx);
+            self.read_conn(token, !event.is_read_closed(), ops, ctx);
         }
     }
 
-    fn read_conn(&mut self, token: Token, ops: &mut Ops<'_, C>, ctx: &mut C) {
+    /// Reads until `WouldBlock`, or EOF. With `short_read_drains`, a read that returns
+    /// less than asked ends the drain: the queue was empty then, and more data raises a new
+    /// edge (not so once the peer has shut down: the EOF must still be read).
+    fn read_conn(
+        &mut self,
+        token: Token,
+        short_read_drains: bool,
+        ops: &mut Ops<'_, C>,
+        ctx: &mut C,
+    ) {
         let mut buf = [0u8; 4096];
-        loop {
+        for round in 0.. {
+            if round == READ_BUDGET {
+                // A peer streaming requests gets a turn, not the loop: re-arm its edge.
+                if let Some(c) = self.conns.get_mut(&token) {
+                    let interest = if c.writable {
+                        Interest::READABLE | Interest::WRITABLE
+                    } else {
+                        Interest::READABLE
+                    };
+                    if let Err(e) = ops.reregister(&mut c.stream, token, interest) {
+                        log::warn!("{}: re-arm failed: {e}; closing", self.cfg.name);
+                        self.close(token, ops);
+                        return;
+                    }
+                }
+                break;
+            }
             let Some(conn) = self.conns.get_mut(&token) else {
                 return;
             };
@@ -512,6 +564,9 @@ impl<C> IpcServer<C> {
                     conn.last_active = Instant::now();
                     if !self.take_bytes(token, &buf[..n], ops, ctx) {
                         return;
+                    }
+                    if short_read_drains && n < buf.len() {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -566,58 +621,61 @@ impl<C> IpcServer<C> {
         let header = codec::peek_header(frame).expect("frame is MSG_LEN bytes");
         let conn = self
             .conns
-            .get_mut(&token)
+            .get(&token)
             .expect("caller checked the connection");
-        let peer = conn.peer;
+        let name = &self.cfg.name;
         if !header.has_magic() {
+            let p = peer_of(&conn.stream);
             log::warn!(
-                "{}: message without magic ({:#018x}) from pid {} uid {}; closing the connection",
-                self.cfg.name,
+                "{name}: message without magic ({:#018x}) from pid {} uid {}; closing the connection",
                 header.magic,
-                peer.pid,
-                peer.uid
+                p.pid,
+                p.uid
             );
             return false;
         }
         let profile = self.cfg.profile;
-        let Some(id) = profile.msg_id(header.msgid) else {
-            log::warn!(
-                "{}: unknown message id {} from pid {}; answering -ENOSYS",
-                self.cfg.name,
-                header.msgid,
-                peer.pid
-            );
-            return self.queue(token, &codec::error_ack(&header, err::UNKNOWN_ID));
-        };
-        let notifier = self.notifier.as_ref().expect("set in init");
-        let Some(handler) = self.handlers.get(id) else {
-            log::info!(
-                "{}: no handler for {id} (from pid {}); answering -ENOSYS",
-                self.cfg.name,
-                peer.pid
-            );
-            return self.queue(token, &codec::error_ack(&header, err::UNKNOWN_ID));
+        let handler = profile
+            .msg_id(header.msgid)
+            .map(|id| (id, self.handlers.get(id)));
+        let (id, handler) = match handler {
+            Some((id, Some(h))) => (id, h),
+            unknown => {
+                let p = peer_of(&conn.stream);
+                match unknown {
+                    Some((id, _)) => log::info!(
+                        "{name}: no handler for {id} (from pid {}); answering -ENOSYS",
+                        p.pid
+                    ),
+                    None => log::warn!(
+                        "{name}: unknown message id {} from pid {}; answering -ENOSYS",
+                        header.msgid,
+                        p.pid
+                    ),
+                }
+                return self.queue(token, &codec::error_ack(&header, err::UNKNOWN_ID));
+            }
         };
         let request = match profile.decode_request(frame) {
             Ok(r) => r,
             Err(e) => {
+                let p = peer_of(&conn.stream);
                 log::warn!(
-                    "{}: malformed {id} from pid {} uid {}: {e}; answering -EINVAL",
-                    self.cfg.name,
-                    peer.pid,
-                    peer.uid
+                    "{name}: malformed {id} from pid {} uid {}: {e}; answering -EINVAL",
+                    p.pid,
+                    p.uid
                 );
                 return self.queue(token, &codec::error_ack(&header, err::INVALID));
             }
         };
         let call = Call {
-            peer,
+            stream: &conn.stream,
             id,
             header,
             conn: conn.id,
             profile,
             completions: &self.completions_tx,
-            notifier,
+            notifier: self.notifier.as_ref().expect("set in init"),
         };
         match handler(&request, call, ctx).0 {
             ReplyKind::Now(wire) => self.queue(token, &wire),
@@ -639,7 +697,7 @@ impl<C> IpcServer<C> {
             log::warn!(
                 "{}: pid {} does not read its acks; closing the connection",
                 self.cfg.name,
-                conn.peer.pid
+                peer_of(&conn.stream).pid
             );
             return false;
         }
@@ -700,7 +758,7 @@ impl<C> IpcServer<C> {
             log::debug!(
                 "{}: peer pid {} closed with {} bytes of a partial message",
                 self.cfg.name,
-                c.peer.pid,
+                peer_of(&c.stream).pid,
                 c.inbuf.len()
             );
         }
@@ -775,7 +833,7 @@ impl<C> Subscriber<C> for IpcServer<C> {
 
     fn on_event(&mut self, event: &Event, ops: &mut Ops<'_, C>, ctx: &mut C) {
         if Some(event.token()) == self.listener_token {
-            self.accept_all(ops);
+            self.accept_batch(ops, ctx);
         } else {
             self.on_conn_event(event.token(), event, ops, ctx);
         }

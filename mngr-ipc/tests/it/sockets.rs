@@ -34,6 +34,8 @@ fn connect(dir: &Path, name: &str) -> UnixStream {
     let s = Client::new(dir, Profile::F)
         .connect(name, Instant::now() + T)
         .expect("connects");
+    // Raw blocking I/O with timeouts from here on (Client streams are non-blocking).
+    s.set_nonblocking(false).expect("blocking");
     s.set_read_timeout(Some(T)).expect("timeout");
     s
 }
@@ -504,4 +506,24 @@ fn no_ack_sends_complete_messages() {
         .expect("written");
     let got = wait_until(T, "SHUTDOWN handled", || rx.try_recv().ok()).expect("handled");
     assert_eq!(got, -1);
+}
+
+#[test]
+fn remembered_socket_is_dropped_when_its_server_goes() {
+    let dir = TestDir::new("ipc-cache");
+    let client = Client::new(dir.path(), Profile::F);
+    let server = query_server(dir.path(), "acrnd", 1);
+    client
+        .send("acrnd", &Request::now(Body::DmQuery), T)
+        .expect("first request looks the server up");
+    server.stop();
+    let e = client
+        .send("acrnd", &Request::now(Body::DmQuery), T)
+        .expect_err("gone");
+    assert!(matches!(e, ClientError::NotFound { .. }), "{e:?}");
+    let _again = query_server(dir.path(), "acrnd", 2);
+    let ack = client
+        .send("acrnd", &Request::now(Body::DmQuery), T)
+        .expect("found again");
+    assert_eq!(ack.payload, AckPayload::State(2));
 }
