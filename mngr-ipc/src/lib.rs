@@ -50,3 +50,15 @@ pub mod sys;
 pub use codec::{CodecError, MSG_LEN, Wire};
 pub use msg::{Ack, AckPayload, Body, MsgId, Request, StopTarget};
 pub use profile::Profile;
+
+/// An error and each of its sources, once, joined with `": "` (what binaries print).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
