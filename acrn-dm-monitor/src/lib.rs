@@ -1,0 +1,2 @@
+//! The device-model side of the lifecycle suite.
+#![deny(missing_docs)]
