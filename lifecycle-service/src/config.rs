@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use mngr_ipc::Profile;
 use mngr_ipc::auth::Policy;
+use mngr_ipc::host::DEFAULT_INTENT_CMD;
 use mngr_ipc::line::LineMode;
 use mngr_ipc::naming::DEFAULT_SOCKET_DIR;
 use thiserror::Error;
@@ -16,8 +17,6 @@ use thiserror::Error;
 pub const DEFAULT_LINE: &str = "/dev/cbc-lifecycle";
 /// The IOC UART's speed on the reference boards (`cbc_attach`).
 pub const DEFAULT_BAUD: u32 = 4_000_000;
-/// Asks systemd for queued jobs, to tell a reboot or power-off from a plain service stop.
-pub const DEFAULT_INTENT_CMD: &str = "systemctl list-jobs --no-legend --no-pager";
 
 /// Command line of sos-lcs.
 #[derive(Debug, Parser)]
@@ -186,17 +185,6 @@ fn nonzero(ms: u64, what: &'static str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_millis(ms))
 }
 
-/// Resolves a group name or number.
-fn gid(group: &str) -> Result<u32, ConfigError> {
-    if let Ok(n) = group.parse() {
-        return Ok(n);
-    }
-    match nix::unistd::Group::from_name(group) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        _ => Err(ConfigError::Group(group.to_owned())),
-    }
-}
-
 impl Args {
     /// Validates the command line; `watchdog` is what systemd asked for.
     pub fn into_config(self, watchdog: Option<Duration>) -> Result<Config, ConfigError> {
@@ -220,7 +208,7 @@ impl Args {
         let gids = self
             .allow_group
             .iter()
-            .map(|g| gid(g))
+            .map(|g| mngr_ipc::auth::resolve_group(g).ok_or_else(|| ConfigError::Group(g.clone())))
             .collect::<Result<Vec<_>, _>>()?;
         if self.retries == 0 {
             return Err(ConfigError::Zero("--retries"));

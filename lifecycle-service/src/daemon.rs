@@ -35,8 +35,9 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::power::{self, HostIntent};
+use crate::power;
 use crate::state::{Action, Event, Machine, PowerAction, Verdict};
+use mngr_ipc::host::{self, HostIntent};
 
 /// Server names of the lifecycle service: the C name and the one ACRN ≥ v2.7 looks up.
 pub const SERVER_NAMES: [&str; 2] = ["sos-lcs", "service-vm-lcs"];
@@ -736,7 +737,7 @@ impl Core {
     }
 
     fn terminate(&mut self, ops: &mut Ops<'_, Lcs>, s: &mut Lcs) {
-        let intent = power::host_intent(&s.cfg.intent_cmd, INTENT_TIMEOUT);
+        let intent = host::host_intent(&s.cfg.intent_cmd, INTENT_TIMEOUT);
         log::info!("Stopping; host intent: {}", intent.name());
         s.log.emit("exit", json!({"intent": intent.name()}));
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

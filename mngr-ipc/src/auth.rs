@@ -55,6 +55,17 @@ impl Policy {
     }
 }
 
+/// A group by name or number (`27`, `acrn`); `None` if no such group exists.
+pub fn resolve_group(group: &str) -> Option<u32> {
+    if let Ok(n) = group.parse() {
+        return Some(n);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => None,
+    }
+}
+
 /// The supplementary groups of process `pid` (empty if it is gone or unreadable).
 fn supplementary_groups(pid: i32) -> Vec<u32> {
     if pid <= 0 {
@@ -84,6 +95,13 @@ mod tests {
 
     fn peer(uid: u32, gid: u32) -> PeerCred {
         PeerCred { pid: 0, uid, gid }
+    }
+
+    #[test]
+    fn groups_resolve_by_number_and_name() {
+        assert_eq!(resolve_group("27"), Some(27));
+        assert_eq!(resolve_group("root"), Some(0));
+        assert_eq!(resolve_group("no-such-group-here"), None);
     }
 
     #[test]

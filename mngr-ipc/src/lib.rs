@@ -9,6 +9,7 @@
 //! * [`facade`]: the C-style `open` / `close` / `add_handler` / `send_msg` API.
 //! * [`runtime`]: the event loop every daemon and simulator of the suite runs on.
 //! * [`cbc`]: the CBC lifecycle frames (service and link layer) between SoC and IOC.
+//! * [`host`]: whether the host is rebooting or powering off (asked at SIGTERM).
 //! * [`line`]: the IOC lifecycle line (CBC char device or UART) and its framing.
 //! * [`event_log`]: the JSON-lines event log every binary offers with `--event-log`.
 //!
@@ -39,6 +40,7 @@ pub mod client;
 pub mod codec;
 pub mod event_log;
 pub mod facade;
+pub mod host;
 pub mod line;
 pub mod msg;
 pub mod naming;
