@@ -1,0 +1,1 @@
+//! acrnd process tests.
