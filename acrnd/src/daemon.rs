@@ -3,7 +3,7 @@
 //! * [`Acrnd`] (the loop's state) holds the VM table, the RTC timers, the stop-all in
 //!   progress and a queue of work for the core; the `acrnd` server's handlers change it and
 //!   answer (at once, or deferred until a device model or the disk has answered).
-//! * The [`Core`] subscriber does everything that needs the loop: it runs requests to the
+//! * The `Core` subscriber does everything that needs the loop: it runs requests to the
 //!   device models and to the lifecycle service on worker threads, watches every device-model
 //!   process through a pidfd (a crashed DM is "stopped" at once, with no polling), arms the
 //!   timers (next RTC wake-up, stop-all deadline, boot starts, transition polls) and handles

@@ -6,7 +6,7 @@
 //!   mode) run their handlers on the loop; a handler feeds the machine, answers at once,
 //!   and leaves the I/O its decision needs (frames, timers, requests to acrnd) to the core,
 //!   which it wakes through a [`Notifier`].
-//! * The [`Core`] subscriber owns the IOC line, the heartbeat timer, the deadline of the
+//! * The `Core` subscriber owns the IOC line, the heartbeat timer, the deadline of the
 //!   waiting states, the workers that talk to acrnd (bounded retries) and run the power
 //!   commands, and the exit path.
 //!
@@ -14,7 +14,6 @@
 //! that report back through a channel and the core's notifier.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::ExitStatus;
@@ -27,7 +26,7 @@ use mio::{Interest, Token};
 use mngr_ipc::cbc::{Frame, Heartbeat, RtcWake};
 use mngr_ipc::client::{Client, ClientError};
 use mngr_ipc::event_log::EventLog;
-use mngr_ipc::line::{LineCodec, open_line};
+use mngr_ipc::line::{LineCodec, LineDevice, open_line};
 use mngr_ipc::msg::{Ack, AckPayload, Body, MsgId, Request, StopTarget, epoch_now, err};
 use mngr_ipc::runtime::{EventLoop, Notifier, Ops, SignalSubscriber, Subscriber, TimerId};
 use mngr_ipc::server::{Call, DeferredAck, Handlers, IpcServer, Reply, ServerConfig, ServerError};
@@ -298,7 +297,7 @@ enum WorkerResult {
 }
 
 struct Line {
-    file: File,
+    file: LineDevice,
     token: Token,
     out: VecDeque<u8>,
     writable: bool,

@@ -12,7 +12,8 @@
 //! all use it); [`open_line`] opens a device for it.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -111,11 +112,65 @@ impl LineCodec {
     }
 }
 
+/// An open lifecycle line, non-blocking. In uart mode the tty is held exclusively while it
+/// is open, and the exclusivity is cleared when it is dropped (the kernel would keep it for
+/// as long as anyone else holds the tty, locking out the next opener).
+#[derive(Debug)]
+pub struct LineDevice {
+    file: File,
+    exclusive: bool,
+}
+
+impl LineDevice {
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Drop for LineDevice {
+    fn drop(&mut self) {
+        if self.exclusive
+            && let Err(e) = crate::sys::clear_exclusive(self.file.as_fd())
+        {
+            log::debug!("Cannot clear the tty's exclusive mode: {e}");
+        }
+    }
+}
+
+impl Read for LineDevice {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+impl Write for LineDevice {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl AsRawFd for LineDevice {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+impl AsFd for LineDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 /// Opens a lifecycle line for non-blocking use in an event loop.
 ///
 /// * `Cdev`: `O_RDWR | O_NOCTTY | O_NONBLOCK`, no lock; raw mode if it is a tty.
 /// * `Uart`: serialport sets raw 8N1 at `baud`, no flow control, exclusive access.
-pub fn open_line(path: &Path, mode: LineMode, baud: u32) -> io::Result<File> {
+pub fn open_line(path: &Path, mode: LineMode, baud: u32) -> io::Result<LineDevice> {
     let file = match mode {
         LineMode::Cdev => {
             let f = OpenOptions::new()
@@ -142,10 +197,14 @@ pub fn open_line(path: &Path, mode: LineMode, baud: u32) -> io::Result<File> {
             File::from(crate::sys::into_owned_fd(port))
         }
     };
-    let flags = fcntl(&file, FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let device = LineDevice {
+        file,
+        exclusive: mode == LineMode::Uart,
+    };
+    let flags = fcntl(&device.file, FcntlArg::F_GETFL).map_err(io::Error::from)?;
     let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    fcntl(&file, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
-    Ok(file)
+    fcntl(&device.file, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(device)
 }
 
 fn libc_flags() -> i32 {

@@ -71,3 +71,23 @@ mod tests {
         assert!(pidfd_open(u32::MAX).is_err());
     }
 }
+
+mod ioctls {
+    nix::ioctl_none_bad!(
+        /// `TIOCNXCL`: leave exclusive mode.
+        tiocnxcl,
+        nix::libc::TIOCNXCL
+    );
+}
+use ioctls::tiocnxcl;
+
+/// Clears a tty's exclusive mode (`TIOCNXCL`), which outlives the descriptor that set it
+/// for as long as anyone else holds the tty open.
+pub fn clear_exclusive(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCNXCL takes no argument; `fd` is a valid open descriptor for the duration
+    // of the call (it is borrowed).
+    unsafe { tiocnxcl(fd.as_raw_fd()) }
+        .map(|_| ())
+        .map_err(std::io::Error::from)
+}
