@@ -424,14 +424,14 @@ impl Acrnd {
                 lcs_reachable: u32::from(self.lcs_reachable),
                 phase: self.phase as u32,
             })),
-            Body::CtlStart { name } => self.ctl_vm(name, call, |vm| match vm.state {
+            Body::CtlStart { name } => self.ctl_vm(name, false, call, |vm| match vm.state {
                 VmState::Stopped if vm.spec.is_some() => Ok(VmState::Starting),
                 VmState::Stopped => Err(err::UNSUPPORTED),
                 _ => Err(err::INVALID),
             }),
             Body::CtlStop { name, force, .. } => {
                 let force = *force;
-                self.ctl_vm(name, call, move |vm| match vm.state {
+                self.ctl_vm(name, force != 0, call, move |vm| match vm.state {
                     VmState::Started | VmState::Starting | VmState::Suspended => {
                         Ok(VmState::Stopping)
                     }
@@ -439,11 +439,11 @@ impl Acrnd {
                     _ => Err(err::INVALID),
                 })
             }
-            Body::CtlSuspend { name } => self.ctl_vm(name, call, |vm| match vm.state {
+            Body::CtlSuspend { name } => self.ctl_vm(name, false, call, |vm| match vm.state {
                 VmState::Started => Ok(VmState::Suspending),
                 _ => Err(err::INVALID),
             }),
-            Body::CtlResume { name, .. } => self.ctl_vm(name, call, |vm| match vm.state {
+            Body::CtlResume { name, .. } => self.ctl_vm(name, false, call, |vm| match vm.state {
                 VmState::Suspended => Ok(VmState::Started),
                 _ => Err(err::INVALID),
             }),
@@ -456,6 +456,7 @@ impl Acrnd {
     fn ctl_vm(
         &mut self,
         name: &str,
+        force: bool,
         call: Call<'_>,
         allowed: impl FnOnce(&Vm) -> Result<VmState, i32>,
     ) -> Reply {
@@ -464,6 +465,7 @@ impl Acrnd {
             return call.err(err::NOT_FOUND);
         };
         let force_stop = matches!(id, MsgId::CtlStop) && vm.state == VmState::Stopping;
+        let suspended = vm.state == VmState::Suspended;
         if (vm.busy && !force_stop) || (self.stop_all.is_some() && id == MsgId::CtlStart) {
             log::info!("{id} for {name} refused: another operation is in progress");
             return call.err(err::BUSY);
@@ -492,7 +494,10 @@ impl Acrnd {
             }
             _ => {
                 let kind = match d.id() {
-                    MsgId::CtlStop => DmKind::Stop { force: 0 },
+                    // A suspended guest cannot act on a request: only a forced stop works.
+                    MsgId::CtlStop => DmKind::Stop {
+                        force: i32::from(force || suspended),
+                    },
                     MsgId::CtlSuspend => DmKind::Suspend,
                     _ => DmKind::Resume {
                         reason: wake::DEFAULT_BOOT,
@@ -591,6 +596,7 @@ struct Core {
     poll_timer: Option<TimerId>,
     start_timer: Option<TimerId>,
     kill_timer: Option<TimerId>,
+    watchdog_timer: Option<TimerId>,
     watches: HashMap<Token, String>,
     last_start: Option<Instant>,
 }
@@ -1289,6 +1295,12 @@ impl Subscriber<Acrnd> for Core {
     fn on_timer(&mut self, id: TimerId, ops: &mut Ops<'_, Acrnd>, s: &mut Acrnd) {
         if Some(id) == self.boot_timer {
             self.boot_timer = None;
+            if let Some(w) = s.cfg.watchdog {
+                // The only periodic wake-up of an idle acrnd, and only when systemd asks.
+                let half = w / 2;
+                self.watchdog_timer = Some(ops.arm_periodic(Instant::now() + half, half));
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
             self.boot(s, ops);
         } else if Some(id) == self.wake_timer {
             self.wake_timer = None;
@@ -1303,6 +1315,8 @@ impl Subscriber<Acrnd> for Core {
         } else if Some(id) == self.kill_timer {
             self.kill_timer = None;
             self.kill_stragglers(s);
+        } else if Some(id) == self.watchdog_timer {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         } else if s
             .stop_all
             .as_ref()
@@ -1458,6 +1472,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         poll_timer: None,
         start_timer: None,
         kill_timer: None,
+        watchdog_timer: None,
         watches: HashMap::new(),
         last_start: None,
     };

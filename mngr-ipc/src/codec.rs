@@ -29,15 +29,15 @@
 //! | message | field | offset | meaning |
 //! |---|---|---:|---|
 //! | ACRND_STOP | `target` u32 | 32 | 0 not given (all C senders), 1 S5, 2 S3 |
-//! | DM_NOTIFY | `name` char[N] | 24 | the VM whose device model sends it |
+//! | DM_NOTIFY | `name` `char[N]` | 24 | the VM whose device model sends it |
 //! | DM_NOTIFY | `mode` i64 (an i32 value) | 24+N | DM suspend mode (0 running, 3 off, 4 suspended) |
 //! | CTL_LIST / CTL_TIMERS | `start` u32 | 24 | first entry wanted |
-//! | CTL_START / CTL_SUSPEND | `name` char[N] | 24 | VM |
+//! | CTL_START / CTL_SUSPEND | `name` `char[N]` | 24 | VM |
 //! | CTL_STOP | `name`, `force` i32, `timeout` u32 | 24, 24+N, 28+N | |
 //! | CTL_RESUME | `name`, `reason` u32 | 24, 24+N | |
 //! | list ack | `err` i32, `total` u32, `count` u32 | 24, 28, 32 | entries from 40 |
-//! | VM entry | `name` char[N], `state` i32, `pid` i32, `next_wake` i64 | +0, +N, +N+4, +N+8 | N+16 bytes |
-//! | timer entry | `name` char[N], `when` i64 | +0, +N | N+8 bytes |
+//! | VM entry | `name` `char[N]`, `state` i32, `pid` i32, `next_wake` i64 | +0, +N, +N+4, +N+8 | N+16 bytes |
+//! | timer entry | `name` `char[N]`, `when` i64 | +0, +N | N+8 bytes |
 //! | status ack | `err`, `wakeup_reason`, `vms`, `lcs_reachable`, `phase` (u32s) | 24, 28, 32, 36, 40 | |
 //!
 //! A request/ack exchange (one connection per request, as every C peer does):

@@ -10,7 +10,7 @@
 //! * [`runtime`]: the event loop every daemon and simulator of the suite runs on.
 //! * [`cbc`]: the CBC lifecycle frames (service and link layer) between SoC and IOC.
 //! * [`host`]: whether the host is rebooting or powering off (asked at SIGTERM).
-//! * [`line`]: the IOC lifecycle line (CBC char device or UART) and its framing.
+//! * [`line`](mod@line): the IOC lifecycle line (CBC char device or UART) and its framing.
 //! * [`event_log`]: the JSON-lines event log every binary offers with `--event-log`.
 //!
 //! A daemon serves requests from its own loop:

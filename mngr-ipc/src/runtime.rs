@@ -478,11 +478,9 @@ impl<C> EventLoop<C> {
             Err(e) => return Err(e),
         }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        let mut woken = false;
         for event in &events {
             if event.token() == WAKER_TOKEN {
-                woken = true;
-                continue;
+                continue; // the notified queue is read below, every turn
             }
             let Some(&id) = self.core.tokens.get(&event.token()) else {
                 log::debug!("Event for unknown token {:?} ignored", event.token());
@@ -491,7 +489,9 @@ impl<C> EventLoop<C> {
             self.with_sub(id, |sub, ops| sub.on_event(event, ops, ctx));
         }
         self.events = events;
-        if woken {
+        // Notifications first, then timers: a notification raised by a handler in this
+        // batch (no waker event of its own yet) is not left behind due timers.
+        {
             let notified = std::mem::take(
                 &mut *self
                     .core
