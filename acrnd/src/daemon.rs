@@ -848,20 +848,16 @@ impl Core {
         }
     }
 
+    /// Re-attaches to the device models found running (the VM table was filled before the
+    /// socket was bound), then asks why the system woke.
     fn boot(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd>) {
-        match vms::scan_launch_dir(&s.cfg.launch_dir) {
-            Ok(found) => {
-                for (name, spec) in found {
-                    s.vms.insert(name, Vm::new(Some(spec)));
-                }
-            }
-            Err(e) => log::error!("Cannot read {}: {e}", s.cfg.launch_dir.display()),
-        }
-        for (name, pid) in vms::live_monitors(&s.cfg.socket_dir) {
+        let live: Vec<(String, u32)> = s
+            .vms
+            .iter()
+            .filter_map(|(n, v)| v.pid.map(|p| (n.clone(), p)))
+            .collect();
+        for (name, pid) in live {
             log::info!("Re-attaching to the device model of {name} (pid {pid})");
-            let v = s.vms.entry(name.clone()).or_insert_with(|| Vm::new(None));
-            v.pid = Some(pid);
-            v.state = VmState::Starting;
             self.watch(s, &name, pid, ops);
             self.spawn_dm(s, name, DmKind::Query, None);
         }
@@ -1447,6 +1443,26 @@ fn load_timers(cfg: &Config, store: &TimerStore, log: &EventLog) -> Timers {
     timers
 }
 
+/// The registered VMs and the device models already running (re-attached, as starting
+/// until they answer a query).
+fn discover(cfg: &Config) -> BTreeMap<String, Vm> {
+    let mut vms = BTreeMap::new();
+    match vms::scan_launch_dir(&cfg.launch_dir) {
+        Ok(found) => {
+            for (name, spec) in found {
+                vms.insert(name, Vm::new(Some(spec)));
+            }
+        }
+        Err(e) => log::error!("Cannot read {}: {e}", cfg.launch_dir.display()),
+    }
+    for (name, pid) in vms::live_monitors(&cfg.socket_dir) {
+        let v = vms.entry(name).or_insert_with(|| Vm::new(None));
+        v.pid = Some(pid);
+        v.state = VmState::Starting;
+    }
+    vms
+}
+
 /// Runs acrnd until SIGTERM or SIGINT.
 pub fn run(cfg: Config) -> Result<(), RunError> {
     let log =
@@ -1485,6 +1501,9 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             .spawn(move || persistence_worker(store, log, persist_rx, done_tx, n))
             .map_err(RunError::Loop)?;
     }
+    // The VM table is known before the socket accepts anything: a request in the first
+    // instants (a DM's ACRND_TIMER, an acrnctl list) sees every VM.
+    let vms = discover(&cfg);
     let mut sc = ServerConfig::new("acrnd", &cfg.socket_dir);
     sc.profile = cfg.profile;
     el.add(Box::new(IpcServer::bind(sc, handlers())?))
@@ -1501,7 +1520,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let mut state = Acrnd {
         cfg,
         log,
-        vms: BTreeMap::new(),
+        vms,
         timers,
         reason: 0,
         lcs_reachable: false,
