@@ -397,7 +397,10 @@ impl Core {
     fn schedule_reopen(&mut self, ops: &mut Ops<'_, Lcs>, s: &Lcs) {
         if self.reopen_timer.is_none() {
             self.reopen_timer = Some(ops.arm_after(self.backoff));
-            self.backoff = (self.backoff * 2).min(s.cfg.reopen_max);
+            // Capped at one period: heartbeats resume within a period of the line's return.
+            self.backoff = (self.backoff * 2)
+                .min(s.cfg.reopen_max)
+                .min(s.cfg.heartbeat);
         }
     }
 
