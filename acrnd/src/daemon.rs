@@ -424,14 +424,14 @@ impl Acrnd {
                 lcs_reachable: u32::from(self.lcs_reachable),
                 phase: self.phase as u32,
             })),
-            Body::CtlStart { name } => self.ctl_vm(name, false, call, |vm| match vm.state {
+            Body::CtlStart { name } => self.ctl_vm(name, false, 0, call, |vm| match vm.state {
                 VmState::Stopped if vm.spec.is_some() => Ok(VmState::Starting),
                 VmState::Stopped => Err(err::UNSUPPORTED),
                 _ => Err(err::INVALID),
             }),
             Body::CtlStop { name, force, .. } => {
                 let force = *force;
-                self.ctl_vm(name, force != 0, call, move |vm| match vm.state {
+                self.ctl_vm(name, force != 0, 0, call, move |vm| match vm.state {
                     VmState::Started | VmState::Starting | VmState::Suspended => {
                         Ok(VmState::Stopping)
                     }
@@ -439,14 +439,16 @@ impl Acrnd {
                     _ => Err(err::INVALID),
                 })
             }
-            Body::CtlSuspend { name } => self.ctl_vm(name, false, call, |vm| match vm.state {
+            Body::CtlSuspend { name } => self.ctl_vm(name, false, 0, call, |vm| match vm.state {
                 VmState::Started => Ok(VmState::Suspending),
                 _ => Err(err::INVALID),
             }),
-            Body::CtlResume { name, .. } => self.ctl_vm(name, false, call, |vm| match vm.state {
-                VmState::Suspended => Ok(VmState::Started),
-                _ => Err(err::INVALID),
-            }),
+            Body::CtlResume { name, reason } => {
+                self.ctl_vm(name, false, *reason, call, |vm| match vm.state {
+                    VmState::Suspended => Ok(VmState::Starting),
+                    _ => Err(err::INVALID),
+                })
+            }
             _ => call.err(err::INVALID),
         }
     }
@@ -457,6 +459,7 @@ impl Acrnd {
         &mut self,
         name: &str,
         force: bool,
+        reason: u32,
         call: Call<'_>,
         allowed: impl FnOnce(&Vm) -> Result<VmState, i32>,
     ) -> Reply {
@@ -499,8 +502,13 @@ impl Acrnd {
                         force: i32::from(force || suspended),
                     },
                     MsgId::CtlSuspend => DmKind::Suspend,
+                    // Never resume with 0: the virtual IOC needs a reason (default: button).
                     _ => DmKind::Resume {
-                        reason: wake::DEFAULT_BOOT,
+                        reason: if reason == 0 {
+                            wake::DEFAULT_BOOT
+                        } else {
+                            reason
+                        },
                     },
                 };
                 self.begin(name, next);
@@ -894,7 +902,7 @@ impl Core {
                     self.launch(s, vm, wake::RTC, None, ops);
                 }
                 Some((VmState::Suspended, false)) => {
-                    s.begin(vm, VmState::Started);
+                    s.begin(vm, VmState::Starting);
                     self.spawn_dm(s, vm.clone(), DmKind::Resume { reason: wake::RTC }, None);
                 }
                 Some((st, _)) => log::info!("{vm} is {}: its timer has nothing to do", st.name()),
@@ -976,7 +984,8 @@ impl Core {
             .map(|(n, _)| n.clone())
             .collect();
         for vm in suspended {
-            s.begin(&vm, VmState::Started);
+            // Starting until its device model confirms it runs again (DM_NOTIFY or query).
+            s.begin(&vm, VmState::Starting);
             self.spawn_dm(s, vm, DmKind::Resume { reason }, None);
         }
     }

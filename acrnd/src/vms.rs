@@ -86,7 +86,9 @@ pub fn scan_launch_dir(dir: &Path) -> io::Result<BTreeMap<String, LaunchSpec>> {
     Ok(vms)
 }
 
-/// The device models serving a live `<vm>.monitor` socket: VM name → pid.
+/// The device models serving a live `<vm>.monitor` socket: VM name → pid. A socket counts
+/// only if it accepts a connection: a crashed DM's stale socket names a pid that may belong
+/// to another process by now.
 pub fn live_monitors(socket_dir: &Path) -> BTreeMap<String, u32> {
     let mut found = BTreeMap::new();
     let names = naming::server_names(socket_dir).unwrap_or_default();
@@ -95,7 +97,9 @@ pub fn live_monitors(socket_dir: &Path) -> BTreeMap<String, u32> {
             continue;
         };
         if let Ok(cands) = naming::candidates(socket_dir, &server)
-            && let Some(c) = cands.iter().find(|c| c.alive)
+            && let Some(c) = cands
+                .iter()
+                .find(|c| c.alive && std::os::unix::net::UnixStream::connect(&c.path).is_ok())
         {
             found.insert(vm.to_owned(), c.pid);
         }

@@ -60,8 +60,9 @@ impl TestLcs {
 }
 
 struct Suite {
-    dir: TestDir,
+    // Fields drop in order: the processes go before their directory.
     procs: Procs,
+    dir: TestDir,
     sock: PathBuf,
     launch: PathBuf,
     state: PathBuf,
@@ -79,8 +80,8 @@ impl Suite {
         let events = dir.join("acrnd.events");
         let procs = Procs::new(dir.path());
         Suite {
-            dir,
             procs,
+            dir,
             sock,
             launch,
             state,
@@ -216,6 +217,31 @@ impl Suite {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+}
+
+impl Drop for Suite {
+    /// The device models acrnd launched live in sessions of their own (they must survive
+    /// acrnd): the process guard does not reach them, so kill them here.
+    fn drop(&mut self) {
+        for server in mngr_ipc::naming::server_names(&self.sock).unwrap_or_default() {
+            for c in mngr_ipc::naming::candidates(&self.sock, &server).unwrap_or_default() {
+                // Only a process of this test: a stale socket's pid may belong to another
+                // process by now (pids wrap around at pid_max).
+                let ours = std::fs::read(format!("/proc/{}/cmdline", c.pid)).is_ok_and(|cmd| {
+                    String::from_utf8_lossy(&cmd).contains(&*self.sock.to_string_lossy())
+                });
+                if server.ends_with(".monitor")
+                    && ours
+                    && let Ok(pid) = i32::try_from(c.pid)
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
     }
 }
 
