@@ -721,6 +721,16 @@ fn acrnctl_commands_and_exit_codes() {
     assert!(out.contains("No pending"), "{out}");
     let (code, _, _) = s.acrnctl(&["blkrescan", "vm9", "nocomma"]);
     assert_eq!(code, 2);
+    // The simulated device model has no virtio-blk: its monitor says so, distinctly.
+    let (code, _, e) = s.acrnctl(&["blkrescan", "vm9", "1,/data/disk.img"]);
+    assert_eq!(code, 1, "{e}");
+    assert!(e.contains("not supported"), "{e}");
+    // reset: stop, wait until stopped, start again (a new device model).
+    let before = s.list()[0].pid;
+    let (code, _, e) = s.acrnctl(&["reset", "vm9"]);
+    assert_eq!(code, 0, "{e}");
+    s.wait_state("vm9", vm_state::STARTED);
+    assert_ne!(s.list()[0].pid, before, "a new device model");
     let (code, _, e) = s.acrnctl(&["stop", "--force", "vm9"]);
     assert_eq!(code, 0, "{e}");
     s.wait_state("vm9", vm_state::STOPPED);
