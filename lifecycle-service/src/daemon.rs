@@ -889,14 +889,26 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     );
     let mut el: EventLoop<Lcs> = EventLoop::new().map_err(RunError::Loop)?;
     let core_id = el.add(Box::new(Core::new(&cfg))).map_err(RunError::Loop)?;
+    let mut state = Lcs {
+        machine: Machine::new(),
+        log,
+        rtc_at: None,
+        reason_waiters: Vec::new(),
+        work: VecDeque::new(),
+        core: Some(el.notifier(core_id)),
+        cfg,
+    };
+    // The IOC hears its first heartbeat before anything else is set up: open the line now.
+    el.turn(&mut state, Some(Duration::ZERO))
+        .map_err(RunError::Loop)?;
     let mut names: Vec<(&str, Handlers<Lcs>)> =
         SERVER_NAMES.iter().map(|n| (*n, lcs_handlers())).collect();
-    if cfg.no_acrnd {
+    if state.cfg.no_acrnd {
         names.push(("acrnd", standin_handlers()));
     }
     for (name, handlers) in names {
-        let mut sc = ServerConfig::new(name, &cfg.socket_dir);
-        sc.profile = cfg.profile;
+        let mut sc = ServerConfig::new(name, &state.cfg.socket_dir);
+        sc.profile = state.cfg.profile;
         let server = IpcServer::bind(sc, handlers)?;
         el.add(Box::new(server)).map_err(RunError::Loop)?;
     }
@@ -910,15 +922,6 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     )
     .map_err(RunError::Loop)?;
     el.add(Box::new(signals)).map_err(RunError::Loop)?;
-    let mut state = Lcs {
-        machine: Machine::new(),
-        log,
-        rtc_at: None,
-        reason_waiters: Vec::new(),
-        work: VecDeque::new(),
-        core: Some(el.notifier(core_id)),
-        cfg,
-    };
     // Boot must not wait for an IOC: ready once the sockets are bound.
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,

@@ -22,11 +22,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsFd, AsRawFd};
+
 use mio::event::{Event, Source};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use signal_hook_mio::v1_0::Signals;
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
+const TIMERFD_TOKEN: Token = Token(usize::MAX - 1);
 
 /// Identifies a subscriber within its loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -320,9 +326,51 @@ impl<C> Ops<'_, C> {
     }
 }
 
+/// The loop's precise clock: a `timerfd` armed at the earliest deadline. `epoll_wait` only
+/// takes whole milliseconds (mio rounds up), which would make every timer up to 1 ms late.
+struct PreciseWake {
+    fd: TimerFd,
+    armed: Option<Instant>,
+}
+
+impl PreciseWake {
+    /// Arms the timerfd at `deadline` (or disarms it). Returns false if the kernel refused,
+    /// in which case the poll timeout is the fallback.
+    fn arm(&mut self, deadline: Option<Instant>) -> bool {
+        if self.armed == deadline {
+            return true;
+        }
+        let result = match deadline {
+            Some(d) => {
+                // A zero value would disarm the timer: wait at least a nanosecond.
+                let left = d
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_nanos(1));
+                self.fd.set(
+                    Expiration::OneShot(TimeSpec::from_duration(left)),
+                    TimerSetTimeFlags::empty(),
+                )
+            }
+            None => self.fd.unset(),
+        };
+        match result {
+            Ok(()) => {
+                self.armed = deadline;
+                true
+            }
+            Err(e) => {
+                log::warn!("timerfd: {e}; timers fall back to millisecond precision");
+                self.armed = None;
+                false
+            }
+        }
+    }
+}
+
 /// A mio-based loop owning subscribers that act on a state `C`.
 pub struct EventLoop<C> {
     poll: Poll,
+    wake: PreciseWake,
     events: Events,
     subs: HashMap<SubscriberId, Box<dyn Subscriber<C>>>,
     core: Core<C>,
@@ -342,8 +390,19 @@ impl<C> EventLoop<C> {
     pub fn new() -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        poll.registry().register(
+            &mut SourceFd(&fd.as_fd().as_raw_fd()),
+            TIMERFD_TOKEN,
+            Interest::READABLE,
+        )?;
         Ok(EventLoop {
             poll,
+            wake: PreciseWake { fd, armed: None },
             events: Events::with_capacity(256),
             subs: HashMap::new(),
             core: Core {
@@ -463,11 +522,18 @@ impl<C> EventLoop<C> {
     /// ready events, the due timers and the notifications, then applies deferred changes.
     pub fn turn(&mut self, ctx: &mut C, max_wait: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
-        let timer_wait = self
-            .core
-            .timers
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(now));
+        let next = self.core.timers.next_deadline();
+        // The timerfd wakes the loop on the deadline itself; the poll timeout only backs it
+        // up (a few ms later) in case the timerfd could not be armed.
+        let precise = self.wake.arm(next);
+        let timer_wait = next.map(|d| {
+            let left = d.saturating_duration_since(now);
+            if precise {
+                left + Duration::from_millis(5)
+            } else {
+                left
+            }
+        });
         let wait = match (timer_wait, max_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -481,6 +547,12 @@ impl<C> EventLoop<C> {
         for event in &events {
             if event.token() == WAKER_TOKEN {
                 continue; // the notified queue is read below, every turn
+            }
+            if event.token() == TIMERFD_TOKEN {
+                // Expired: consume the count (EAGAIN if another wake-up raced it).
+                let _ = self.wake.fd.wait();
+                self.wake.armed = None;
+                continue;
             }
             let Some(&id) = self.core.tokens.get(&event.token()) else {
                 log::debug!("Event for unknown token {:?} ignored", event.token());
