@@ -138,6 +138,8 @@ struct PersistJob {
 
 struct Vm {
     state: VmState,
+    /// The state before the operation in flight, restored if the device model refuses it.
+    before: VmState,
     spec: Option<LaunchSpec>,
     pid: Option<u32>,
     child: Option<Child>,
@@ -151,6 +153,7 @@ impl Vm {
     fn new(spec: Option<LaunchSpec>) -> Self {
         Vm {
             state: VmState::Stopped,
+            before: VmState::Stopped,
             spec,
             pid: None,
             child: None,
@@ -188,6 +191,9 @@ pub struct Acrnd {
     reason: u32,
     lcs_reachable: bool,
     stop_all: Option<StopAll>,
+    /// A stop-all was reported to the lifecycle service: the system is going down, so no
+    /// timer fires until it resumes.
+    held: bool,
     phase: Phase,
     start_queue: VecDeque<String>,
     terminating: Option<HostIntent>,
@@ -209,6 +215,11 @@ fn now_epoch() -> u64 {
 }
 
 impl Acrnd {
+    /// Whether timers must wait: a power transition runs or is reported.
+    fn timers_held(&self) -> bool {
+        self.stop_all.is_some() || self.terminating.is_some() || self.held
+    }
+
     fn push(&mut self, w: Work) {
         self.work.push_back(w);
         if let Some(n) = &self.core {
@@ -384,6 +395,10 @@ impl Acrnd {
         if !self.cfg.policy.allows(&peer) {
             return self.refuse(req, call);
         }
+        if self.terminating.is_some() {
+            log::info!("ACRND_RESUME ignored: acrnd is stopping the VMs for a host shutdown");
+            return call.err(err::BUSY);
+        }
         if let Some(stop) = self.stop_all.take() {
             // Ignition came back: its deadline timer finds no stop-all and does nothing.
             log::info!("ACRND_RESUME: the stop-all under way is abandoned");
@@ -400,6 +415,7 @@ impl Acrnd {
     fn begin(&mut self, name: &str, state: VmState) {
         if let Some(vm) = self.vms.get_mut(name) {
             vm.busy = true;
+            vm.before = vm.state;
         }
         self.set_state(name, state, "request");
     }
@@ -630,7 +646,7 @@ impl Core {
         let timeout = s.cfg.dm_timeout;
         let tx = self.done_tx.clone();
         let notifier = self.notifier.clone();
-        std::thread::spawn(move || {
+        let job = move || {
             let result = client.send(&monitor_name(&vm), &Request::now(body), timeout);
             let _ = tx.send(Done::Dm {
                 vm,
@@ -641,7 +657,11 @@ impl Core {
             if let Some(n) = notifier {
                 n.notify();
             }
-        });
+        };
+        if let Err(e) = std::thread::Builder::new().name("worker".into()).spawn(job) {
+            // The job is gone; a deferred ack it carried answers -1 when dropped.
+            log::error!("Cannot start a worker: {e}");
+        }
     }
 
     fn lcs_send(
@@ -656,7 +676,7 @@ impl Core {
         let tx = self.done_tx.clone();
         let notifier = self.notifier.clone();
         let log = s.log.clone();
-        std::thread::spawn(move || {
+        let job = move || {
             let mut last = None;
             for (what, req) in requests {
                 last = None;
@@ -687,7 +707,11 @@ impl Core {
             if let Some(n) = notifier {
                 n.notify();
             }
-        });
+        };
+        if let Err(e) = std::thread::Builder::new().name("worker".into()).spawn(job) {
+            // The job is gone; a deferred ack it carried answers -1 when dropped.
+            log::error!("Cannot start a worker: {e}");
+        }
     }
 
     fn launch(
@@ -878,7 +902,7 @@ impl Core {
 
     /// Timers due now: launch or resume their VMs (unless a power transition runs).
     fn fire_timers(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd>) {
-        if s.stop_all.is_some() || s.terminating.is_some() {
+        if s.timers_held() {
             return;
         }
         let now = now_epoch();
@@ -919,8 +943,16 @@ impl Core {
         if let Some(t) = self.wake_timer.take() {
             ops.cancel(t);
         }
-        if let Some((_, when)) = nearest(&s.timers) {
-            let delay = when.saturating_sub(now_epoch());
+        let now = now_epoch();
+        // While timers are held, a due one waits for the resume (which fires it): arming it
+        // would only spin the loop.
+        let next = if s.timers_held() {
+            s.timers.values().copied().filter(|w| *w > now).min()
+        } else {
+            nearest(&s.timers).map(|(_, w)| w)
+        };
+        if let Some(when) = next {
+            let delay = when.saturating_sub(now);
             self.wake_timer = Some(ops.arm_after(Duration::from_secs(delay)));
         }
     }
@@ -932,6 +964,8 @@ impl Core {
         reason: Option<u32>,
         ops: &mut Ops<'_, Acrnd>,
     ) {
+        // The system is up again: timers may fire.
+        s.held = false;
         s.lcs_reachable = reason.is_some();
         let r = reason.unwrap_or(0);
         s.reason = r;
@@ -1039,7 +1073,10 @@ impl Core {
         );
         if code != err::OK {
             log::warn!("{vm} answered {kind:?} with {code}");
-            // The VM did not take the request: learn its real state.
+            // The VM did not take the request: back to where it was, then ask it.
+            if let Some(before) = s.vms.get(&vm).map(|v| v.before) {
+                s.set_state(&vm, before, "request refused");
+            }
             self.spawn_dm(s, vm.clone(), DmKind::Query, None);
         }
         if let Some(d) = reply {
@@ -1126,13 +1163,17 @@ impl Core {
             ops.shutdown();
             return;
         }
+        s.held = true;
         self.report(s, report, err::OK);
     }
 
     /// RTC_TIMER for the nearest wake-up (if any), then SHUTDOWN / SUSPEND with `code`.
     fn report(&mut self, s: &mut Acrnd, report: Report, code: i32) {
         let mut reqs = Vec::new();
-        if let Some((vm, when)) = nearest(&s.timers) {
+        // The wake-up matters only if the system goes down (not on a refusal).
+        if code == err::OK
+            && let Some((vm, when)) = nearest(&s.timers)
+        {
             let t = i64::try_from(when).unwrap_or(i64::MAX);
             log::info!("Asking the IOC to wake the system at epoch {t} (for {vm})");
             reqs.push((
@@ -1185,12 +1226,16 @@ impl Core {
         } else {
             s.stop_all = None;
             self.report(s, Report::Suspend, err::FAILED);
+            // The power transition is abandoned: due timers may fire now.
+            self.fire_timers(s, ops);
+            self.rearm(s, ops);
         }
     }
 
     fn kill_stragglers(&mut self, s: &mut Acrnd) {
         for (name, v) in &mut s.vms {
-            if v.state == VmState::Stopped {
+            // Only the VMs that keep the stop-all from completing.
+            if matches!(v.state, VmState::Stopped | VmState::Suspended) {
                 continue;
             }
             let Some(pid) = v.pid.and_then(|p| i32::try_from(p).ok()) else {
@@ -1228,7 +1273,14 @@ impl Core {
                     u32::try_from((budget + s.cfg.kill_grace + Duration::from_secs(5)).as_micros())
                         .unwrap_or(u32::MAX);
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(usec)]);
-                s.stop_all = None;
+                if let Some(old) = s.stop_all.take()
+                    && let Some(t) = old.deadline
+                {
+                    ops.cancel(t);
+                }
+                if let Some(t) = self.kill_timer.take() {
+                    ops.cancel(t);
+                }
                 self.start_stop_all(s, StopTarget::S5, true, budget, ops);
             }
         }
@@ -1319,7 +1371,10 @@ impl Subscriber<Acrnd> for Core {
             self.pump_starts(s, ops);
         } else if Some(id) == self.kill_timer {
             self.kill_timer = None;
-            self.kill_stragglers(s);
+            // Only for the stop-all that forced: one abandoned meanwhile kills nothing.
+            if s.stop_all.as_ref().is_some_and(|st| st.forcing) {
+                self.kill_stragglers(s);
+            }
         } else if Some(id) == self.watchdog_timer {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         } else if s
@@ -1534,6 +1589,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         reason: 0,
         lcs_reachable: false,
         stop_all: None,
+        held: false,
         phase: Phase::Idle,
         start_queue: VecDeque::new(),
         terminating: None,

@@ -97,9 +97,14 @@ pub fn live_monitors(socket_dir: &Path) -> BTreeMap<String, u32> {
             continue;
         };
         if let Ok(cands) = naming::candidates(socket_dir, &server)
-            && let Some(c) = cands
-                .iter()
-                .find(|c| c.alive && std::os::unix::net::UnixStream::connect(&c.path).is_ok())
+            && let Some(c) = cands.iter().find(|c| {
+                c.alive
+                    && mngr_ipc::client::connect_bounded(
+                        &c.path,
+                        std::time::Instant::now() + std::time::Duration::from_millis(500),
+                    )
+                    .is_ok()
+            })
         {
             found.insert(vm.to_owned(), c.pid);
         }

@@ -205,10 +205,10 @@ impl Client {
     }
 }
 
-/// Connects without ever blocking past `deadline`: a blocking `connect` to a server whose
-/// listen backlog is full would wait indefinitely, so connect non-blocking and retry
-/// `EAGAIN` with a short back-off.
-fn connect_bounded(path: &Path, deadline: Instant) -> io::Result<UnixStream> {
+/// Connects to the socket at `path` without ever blocking past `deadline`: a blocking
+/// `connect` to a server whose listen backlog is full would wait indefinitely, so connect
+/// non-blocking and retry `EAGAIN` with a short back-off. The stream is non-blocking.
+pub fn connect_bounded(path: &Path, deadline: Instant) -> io::Result<UnixStream> {
     let addr = UnixAddr::new(path).map_err(io::Error::from)?;
     let mut pause = Duration::from_micros(100);
     loop {

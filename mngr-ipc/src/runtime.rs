@@ -68,6 +68,8 @@ struct TimerEntry {
 struct Timers {
     heap: BinaryHeap<Reverse<(Instant, TimerId)>>,
     live: HashMap<TimerId, TimerEntry>,
+    /// Popped as due in this turn, not yet fired: cancelling one still stops it.
+    in_flight: std::collections::HashSet<TimerId>,
     next: u64,
 }
 
@@ -131,11 +133,32 @@ impl Timers {
     }
 
     fn cancel(&mut self, id: TimerId) -> bool {
-        self.live.remove(&id).is_some()
+        let was = self.live.remove(&id).is_some() | self.in_flight.remove(&id);
+        // Cancelled entries stay in the heap until they surface: rebuild it before they
+        // pile up (a far-future timer re-armed on every request would never surface).
+        if self.heap.len() > 2 * self.live.len() + 64 {
+            self.heap = self
+                .live
+                .iter()
+                .map(|(id, e)| Reverse((e.deadline, *id)))
+                .collect();
+        }
+        was
     }
 
     fn cancel_all(&mut self, sub: SubscriberId) {
         self.live.retain(|_, e| e.sub != sub);
+    }
+
+    /// Every timer due at `now`, each fired once this turn: a timer re-armed at a past
+    /// deadline by a handler waits for the next turn instead of spinning this one.
+    fn take_due(&mut self, now: Instant) -> Vec<(TimerId, SubscriberId)> {
+        let mut due = Vec::new();
+        while let Some(t) = self.pop_due(now) {
+            self.in_flight.insert(t.0);
+            due.push(t);
+        }
+        due
     }
 }
 
@@ -511,7 +534,24 @@ impl<C> EventLoop<C> {
         while !self.stopping() {
             self.turn(ctx, None)?;
         }
+        // Work handed to a subscriber in the last turn (e.g. acks completed just before
+        // shutdown) still goes out.
+        self.deliver_notifications(ctx);
         Ok(())
+    }
+
+    fn deliver_notifications(&mut self, ctx: &mut C) {
+        let notified = std::mem::take(
+            &mut *self
+                .core
+                .shared
+                .notified
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for id in notified {
+            self.with_sub(id, |sub, ops| sub.on_notify(ops, ctx));
+        }
     }
 
     fn stopping(&self) -> bool {
@@ -563,22 +603,13 @@ impl<C> EventLoop<C> {
         self.events = events;
         // Notifications first, then timers: a notification raised by a handler in this
         // batch (no waker event of its own yet) is not left behind due timers.
-        {
-            let notified = std::mem::take(
-                &mut *self
-                    .core
-                    .shared
-                    .notified
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            for id in notified {
-                self.with_sub(id, |sub, ops| sub.on_notify(ops, ctx));
-            }
-        }
+        self.deliver_notifications(ctx);
         let now = Instant::now();
-        while let Some((timer, id)) = self.core.timers.pop_due(now) {
-            self.with_sub(id, |sub, ops| sub.on_timer(timer, ops, ctx));
+        for (timer, id) in self.core.timers.take_due(now) {
+            // Skipped if a handler of this turn cancelled it after it became due.
+            if self.core.timers.in_flight.remove(&timer) {
+                self.with_sub(id, |sub, ops| sub.on_timer(timer, ops, ctx));
+            }
         }
         self.apply_pending();
         Ok(())

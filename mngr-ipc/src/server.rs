@@ -786,13 +786,24 @@ impl<C> IpcServer<C> {
                 self.close(token, ops);
             }
         }
+        // A connection whose deferred ack went out can expire again.
+        self.arm_idle_timer(ops);
     }
 
+    /// Arms the idle timer for the connection idle the longest among those that can expire
+    /// (a connection waiting for a deferred ack cannot: counting it would re-arm the timer
+    /// at a deadline already past, again and again).
     fn arm_idle_timer(&mut self, ops: &mut Ops<'_, C>) {
         if self.idle_timer.is_some() {
             return;
         }
-        if let Some(oldest) = self.conns.values().map(|c| c.last_active).min() {
+        if let Some(oldest) = self
+            .conns
+            .values()
+            .filter(|c| c.deferred == 0)
+            .map(|c| c.last_active)
+            .min()
+        {
             self.idle_timer = Some(ops.arm_at(oldest + self.cfg.idle_timeout));
         }
     }

@@ -864,3 +864,50 @@ fn no_target_waits_for_guests_driven_by_the_ioc() {
     let dm_requests = s.events().iter().filter(|e| e.kind == "dm.send").count();
     assert_eq!(dm_requests, 0, "acrnd sent no DM request for the stop");
 }
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn a_timer_due_during_a_stop_all_waits_without_spinning() {
+    let mut s = Suite::new("acrnd-held");
+    let lcs = TestLcs::start(&s.sock, 0x20);
+    s.add_vm("vm1", &["--fault", "hang-stop"]);
+    s.add_vm("vm2", &[]);
+    s.start_acrnd(&["--no-autostart"], &[]);
+    assert_eq!(
+        s.send(Body::CtlStart { name: "vm1".into() }),
+        AckPayload::Err(0)
+    );
+    s.wait_state("vm1", vm_state::STARTED);
+    // vm1 never stops: the stop-all stays open for 3 s; vm2's timer is due meanwhile.
+    stop_all(&s, StopTarget::S5, 0, 3);
+    let ack = s.send(Body::AcrndTimer {
+        name: "vm2".into(),
+        t: 0,
+    });
+    assert_eq!(ack, AckPayload::Err(0));
+    let pid = s.procs.pid(&s.acrnd_label());
+    let before = cpu_ticks(pid);
+    let window = Instant::now() + Duration::from_secs(1);
+    wait_for(T, "a second to pass", || Instant::now() >= window).expect("time");
+    let spent = cpu_ticks(pid) - before;
+    assert!(
+        spent < 30,
+        "acrnd used {spent} ticks of CPU in 1 s of waiting"
+    );
+    assert_eq!(
+        s.state_of("vm2"),
+        Some(vm_state::STOPPED),
+        "not launched during the stop-all"
+    );
+    // The stop-all is refused at its deadline; the transition is over and the timer fires.
+    assert_eq!(lcs.next_report(), Body::Suspend { err: -1 });
+    s.wait_state("vm2", vm_state::STARTED);
+}

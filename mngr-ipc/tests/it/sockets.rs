@@ -527,3 +527,45 @@ fn remembered_socket_is_dropped_when_its_server_goes() {
         .expect("found again");
     assert_eq!(ack.payload, AckPayload::State(2));
 }
+
+#[test]
+fn a_deferred_ack_outliving_the_idle_timeout_does_not_stall_the_server() {
+    // The idle timer once counted connections waiting for a deferred ack, re-armed itself at
+    // a deadline already past, and fired forever within one turn: the server stopped serving.
+    let dir = TestDir::new("ipc-stall");
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let h = Handlers::new()
+        .on(MsgId::DmSuspend, move |_r, call, _: &mut ()| {
+            let (reply, d) = call.defer();
+            let rx = Arc::clone(&release_rx);
+            std::thread::spawn(move || {
+                rx.lock().expect("lock").recv_timeout(T).expect("released");
+                d.complete(AckPayload::Err(0));
+            });
+            reply
+        })
+        .on(MsgId::DmQuery, |_r, call, _: &mut ()| {
+            call.ack(AckPayload::State(0))
+        });
+    let mut cfg = ServerConfig::new("vm1.monitor", dir.path());
+    cfg.idle_timeout = Duration::from_millis(50);
+    let _server = spawn_server(cfg, h, ()).expect("start");
+    let mut slow = connect(dir.path(), "vm1.monitor");
+    slow.write_all(&wire(Body::DmSuspend, 1)).expect("write");
+    let client = Client::new(dir.path(), Profile::F);
+    // Well past the idle timeout, while the suspend is still deferred.
+    let past = Instant::now() + Duration::from_millis(300);
+    wait_for(T, "the idle timeout to pass", || Instant::now() >= past).expect("time passes");
+    let ack = client
+        .send(
+            "vm1.monitor",
+            &Request::now(Body::DmQuery),
+            Duration::from_secs(2),
+        )
+        .expect("still served");
+    assert_eq!(ack.payload, AckPayload::State(0));
+    release_tx.send(()).expect("release");
+    let ack = read_ack(&mut slow);
+    assert_eq!(&ack[24..28], &0i32.to_le_bytes());
+}
