@@ -147,6 +147,10 @@ struct Vm {
     busy: bool,
     polls: u32,
     query_out: bool,
+    /// DM_NOTIFYs applied so far, and their count when the DM_QUERY in flight was sent: an
+    /// answer overtaken by a DM_NOTIFY is stale.
+    notified: u64,
+    query_from: u64,
 }
 
 impl Vm {
@@ -161,6 +165,8 @@ impl Vm {
             busy: false,
             polls: 0,
             query_out: false,
+            notified: 0,
+            query_from: 0,
         }
     }
 }
@@ -321,6 +327,9 @@ impl Acrnd {
                 vm.pid
             );
             return self.refuse(req, call);
+        }
+        if let Some(v) = self.vms.get_mut(name) {
+            v.notified += 1;
         }
         self.apply_mode(name, *mode, "DM_NOTIFY");
         call.ack(AckPayload::Err(err::OK))
@@ -636,6 +645,7 @@ impl Core {
         if kind == DmKind::Query {
             if let Some(v) = s.vms.get_mut(&vm) {
                 v.query_out = true;
+                v.query_from = v.notified;
             }
         } else {
             log::info!("{:?} to {vm}", kind);
@@ -1011,10 +1021,17 @@ impl Core {
         } else {
             reason
         };
+        // Also the VMs an abandoned stop-all left on their way down: their device models
+        // hold the emulated ignition-off until a resume clears it.
         let suspended: Vec<String> = s
             .vms
             .iter()
-            .filter(|(_, v)| v.state == VmState::Suspended && !v.busy)
+            .filter(|(_, v)| {
+                !v.busy
+                    && (v.state == VmState::Suspended
+                        || (v.pid.is_some()
+                            && matches!(v.state, VmState::Suspending | VmState::Stopping)))
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for vm in suspended {
@@ -1034,10 +1051,15 @@ impl Core {
         ops: &mut Ops<'_, Acrnd>,
     ) {
         if kind == DmKind::Query {
+            let mut stale = false;
             if let Some(v) = s.vms.get_mut(&vm) {
                 v.query_out = false;
+                stale = v.notified != v.query_from;
             }
             match result {
+                Ok(_) if stale => {
+                    log::debug!("DM_QUERY answer of {vm} overtaken by its DM_NOTIFY: ignored");
+                }
                 Ok(ack) => {
                     if let AckPayload::State(mode) = ack.payload {
                         s.apply_mode(&vm, mode, "DM_QUERY");

@@ -35,7 +35,7 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::power;
-use crate::state::{Action, Event, Machine, PowerAction, Verdict};
+use crate::state::{Action, Event, Machine, PowerAction, State, Verdict};
 use mngr_ipc::host::{self, HostIntent};
 
 /// Server names of the lifecycle service: the C name and the one ACRN ≥ v2.7 looks up.
@@ -313,6 +313,9 @@ struct Core {
     deadline_timer: Option<TimerId>,
     reason_timer: Option<TimerId>,
     retry_timer: Option<TimerId>,
+    /// After acrnd took ACRND_STOP: when to ask again if no verdict came (an acrnd
+    /// restarted meanwhile knows nothing of the stop), for that request's generation.
+    restop_timer: Option<(TimerId, u64, StopTarget)>,
     generation: u64,
     outgoing: Option<(OutKind, u32)>,
     results_tx: Sender<WorkerResult>,
@@ -335,6 +338,7 @@ impl Core {
             deadline_timer: None,
             reason_timer: None,
             retry_timer: None,
+            restop_timer: None,
             generation: 0,
             outgoing: None,
             results_tx,
@@ -662,6 +666,16 @@ impl Core {
                     json!({"msg": kind.name(), "ok": true, "err": ack.err()}),
                 );
                 self.outgoing = None;
+                if let OutKind::Stop(target) = kind {
+                    // acrnd answers within its own deadline (the ACRND_STOP timeout); a
+                    // period later, ask again: an acrnd restarted meanwhile starts over.
+                    let after =
+                        Duration::from_secs(u64::from(s.cfg.stop_timeout.max(1))) + s.cfg.heartbeat;
+                    if let Some((t, _, _)) = self.restop_timer.take() {
+                        ops.cancel(t);
+                    }
+                    self.restop_timer = Some((ops.arm_after(after), generation, target));
+                }
             }
             Err(e) => {
                 s.log.emit(
@@ -862,6 +876,14 @@ impl Subscriber<Lcs> for Core {
         } else if Some(id) == self.retry_timer {
             self.retry_timer = None;
             self.attempt(s);
+        } else if let Some((t, generation, target)) = self.restop_timer
+            && t == id
+        {
+            self.restop_timer = None;
+            if generation == self.generation && s.machine.state() == State::ShutdownDelay {
+                log::warn!("No verdict from acrnd since it took ACRND_STOP: asking again");
+                self.start_request(OutKind::Stop(target), ops, s);
+            }
         }
         self.drain_work(ops, s);
     }

@@ -25,7 +25,7 @@
 //! ```
 
 use mngr_ipc::StopTarget;
-use mngr_ipc::cbc::{Heartbeat, ReasonClass, classify};
+use mngr_ipc::cbc::{Heartbeat, ReasonClass, classify, reason};
 
 /// The lifecycle states (numbered as in the C code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -418,11 +418,30 @@ impl Machine {
         }
     }
 
+    /// Whether `r` carries a wake source (ignition, door, RTC, ...) the latched reason had
+    /// not.
+    fn new_source(&self, r: u32) -> bool {
+        let sources = |x: u32| x & reason::MASK & !reason::SHUTDOWN_BITS;
+        sources(r) & !self.latched.map_or(0, sources) != 0
+    }
+
     fn on_reason(&mut self, r: u32) -> Outcome {
         self.reason = r;
         match classify(r) {
             ReasonClass::Alive => match self.state {
                 State::Default | State::Shutdown | State::ShutdownDelay => self.become_alive(),
+                State::Alive if self.new_source(r) => {
+                    // A wake source the system did not wake for (the ignition after an RTC
+                    // wake-up): acrnd learns the new reason and resumes the VMs still
+                    // suspended.
+                    self.latched = Some(r);
+                    Outcome {
+                        applied: true,
+                        transition: None,
+                        actions: vec![Action::ReasonLatched(r), Action::AcrndResume],
+                        forced: None,
+                    }
+                }
                 _ => Outcome::ignored(),
             },
             ReasonClass::ShutdownRequest { force_s5 } => {
@@ -519,6 +538,8 @@ mod tests {
             (Default | ShutdownDelay, Event::Reason(r)) if classify(r) == ReasonClass::Alive => {
                 Some(Alive)
             }
+            // Built ALIVE with nothing latched: every alive reason is a new wake source.
+            (Alive, Event::Reason(r)) if classify(r) == ReasonClass::Alive => Some(Alive),
             (Default | Alive, Event::Reason(REQ | REQ_S5)) => Some(ShutdownDelay),
             (ShutdownDelay, Event::Reason(0)) => Some(Default),
             (AcrndShutdown | AcrndReboot | AcrndSuspend, Event::Reason(0)) => Some(IocShutdown),
@@ -606,6 +627,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_new_wake_source_while_alive_tells_acrnd_again() {
+        let mut m = Machine::new();
+        m.handle(Event::Reason(reason::RTC));
+        // The IOC adds the SoC bit: nothing new.
+        assert!(!m.handle(Event::Reason(reason::RTC | reason::SOC)).applied);
+        // Ignition on after the RTC wake-up: a new source, acrnd is told again.
+        let o = m.handle(Event::Reason(reason::BTN | reason::SOC));
+        assert_eq!(o.transition, None);
+        assert_eq!(
+            o.actions,
+            vec![
+                Action::ReasonLatched(reason::BTN | reason::SOC),
+                Action::AcrndResume
+            ]
+        );
+        assert_eq!(m.latched_reason(), Some(reason::BTN | reason::SOC));
+        // Repeats, and a source going away, are nothing new.
+        assert!(!m.handle(Event::Reason(reason::BTN | reason::SOC)).applied);
+        assert!(!m.handle(Event::Reason(reason::BTN)).applied);
+        assert_eq!(m.state(), State::Alive);
     }
 
     #[test]

@@ -22,15 +22,47 @@ pub const BIN_DIR_ENV: &str = "ACRN_BIN_DIR";
 /// If the binary is not found; the message says where it was looked for.
 #[must_use]
 pub fn bin_path(name: &str) -> PathBuf {
-    let bin_dir = std::env::var_os(BIN_DIR_ENV).map(PathBuf::from);
-    let exe = std::env::current_exe()
-        .unwrap_or_else(|e| panic!("cannot locate binary {name}: current_exe failed: {e}"));
-    find_bin(name, bin_dir.as_deref(), &exe).unwrap_or_else(|tried| {
-        let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
-        panic!(
-            "binary {name} not found in {}; run `cargo build --workspace --bins` first or set {BIN_DIR_ENV}",
+    try_bin_path(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A workspace binary that is not where [`bin_path`] looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinNotFound {
+    /// The binary's name.
+    pub name: String,
+    /// The paths tried, in order.
+    pub tried: Vec<PathBuf>,
+}
+
+impl std::fmt::Display for BinNotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tried: Vec<String> = self.tried.iter().map(|p| p.display().to_string()).collect();
+        write!(
+            f,
+            "Binary {} not found in {}; run `cargo build --workspace --bins` first or set {BIN_DIR_ENV}",
+            self.name,
             tried.join(", ")
         )
+    }
+}
+
+impl std::error::Error for BinNotFound {}
+
+/// Like [`bin_path`], but returns an error instead of panicking.
+///
+/// # Errors
+///
+/// [`BinNotFound`] with the candidates tried.
+pub fn try_bin_path(name: &str) -> Result<PathBuf, BinNotFound> {
+    let bin_dir = std::env::var_os(BIN_DIR_ENV).map(PathBuf::from);
+    // Without our own path, nothing can be searched: the error lists no candidate.
+    let exe = std::env::current_exe().map_err(|_| BinNotFound {
+        name: name.to_owned(),
+        tried: Vec::new(),
+    })?;
+    find_bin(name, bin_dir.as_deref(), &exe).map_err(|tried| BinNotFound {
+        name: name.to_owned(),
+        tried,
     })
 }
 
@@ -109,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "binary acrn-no-such-binary not found in")]
+    #[should_panic(expected = "Binary acrn-no-such-binary not found in")]
     fn missing_binary_panics_with_hint() {
         let _ = bin_path("acrn-no-such-binary");
     }

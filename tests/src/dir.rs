@@ -63,6 +63,15 @@ impl TestDir {
             .path()
     }
 
+    /// Keeps the directory after the guard is gone and returns its path.
+    #[must_use]
+    pub fn persist(mut self) -> PathBuf {
+        self.dir
+            .take()
+            .expect("TestDir is only emptied while dropping")
+            .keep()
+    }
+
     /// `rel` resolved inside the directory.
     #[must_use]
     pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {

@@ -1,5 +1,5 @@
-//! Shared helpers for the workspace's integration tests (and the scenario
-//! runner built on top of them).
+//! Shared helpers for the workspace's integration tests, and the end-to-end
+//! scenarios that the runner `acrn-scenario` and the flow tests play.
 //!
 //! The helpers are deliberately small and strict:
 //!
@@ -11,6 +11,10 @@
 //! - [`Procs`] owns the processes a test starts, captures their output into
 //!   files and kills their whole process groups when the test ends, printing
 //!   what they said if the test failed.
+//! - [`rig`] runs a simulated Service OS (ioc-sim, sos-lcs, acrnd, acrn-dm-sim
+//!   VMs); [`scenario`] plays steps against it and checks expectations on the
+//!   merged event logs ([`events`], rendered by [`timeline`]); [`scenarios`] are
+//!   the named scenarios, with the frames of [`frames`] as literal bytes.
 //!
 //! A typical test declares the directory first so that it outlives the
 //! process guard (locals drop in reverse order, so the processes are killed
@@ -34,10 +38,16 @@
 
 pub mod bins;
 pub mod dir;
+pub mod events;
+pub mod frames;
 pub mod procs;
+pub mod rig;
+pub mod scenario;
+pub mod scenarios;
+pub mod timeline;
 pub mod wait;
 
-pub use bins::bin_path;
+pub use bins::{bin_path, try_bin_path};
 pub use dir::TestDir;
 pub use procs::Procs;
 pub use wait::{WaitTimeout, wait_for, wait_until};
