@@ -357,6 +357,7 @@ impl Frame {
 pub struct ServiceStream {
     buf: Vec<u8>,
     dropped: u64,
+    last: [u8; SERVICE_FRAME_LEN],
 }
 
 impl ServiceStream {
@@ -383,6 +384,7 @@ impl ServiceStream {
             match Frame::decode(b) {
                 Ok(f) => {
                     skipped += SERVICE_FRAME_LEN;
+                    self.last = b;
                     break Some(f);
                 }
                 Err(e) => {
@@ -399,6 +401,12 @@ impl ServiceStream {
     /// Bytes dropped while resynchronising.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// The bytes of the last frame returned, as received (decoding ignores some bits, such
+    /// as a heartbeat's fourth byte).
+    pub fn last_bytes(&self) -> [u8; SERVICE_FRAME_LEN] {
+        self.last
     }
 
     /// Bytes held waiting for the rest of a frame.
@@ -455,6 +463,19 @@ pub struct LinkFrame {
 }
 
 impl LinkFrame {
+    /// The frame's bytes on the wire (SOF, length and sequence, address, region, checksum).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let len = u8::try_from((self.region.len() / 4).saturating_sub(1) << 2).unwrap_or(0x7C);
+        let mut f = vec![
+            SOF,
+            len | (self.seq & 0x03),
+            self.mux << 3 | (self.prio & 0x07),
+        ];
+        f.extend_from_slice(&self.region);
+        f.push(checksum(&f));
+        f
+    }
+
     /// The lifecycle service frame this link frame carries, if it is on the lifecycle
     /// channel and decodes.
     pub fn lifecycle(&self) -> Option<Result<Frame, CbcError>> {

@@ -42,6 +42,8 @@ pub struct LineCodec {
     link: LinkStream,
     seq: SeqCounter,
     foreign: u64,
+    last_service: [u8; 4],
+    last_link: Vec<u8>,
 }
 
 impl LineCodec {
@@ -53,6 +55,8 @@ impl LineCodec {
             link: LinkStream::new(),
             seq: SeqCounter::new(),
             foreign: 0,
+            last_service: [0; 4],
+            last_link: Vec::new(),
         }
     }
 
@@ -83,11 +87,19 @@ impl LineCodec {
     /// channels and undecodable lifecycle frames are skipped (and counted).
     pub fn next_frame(&mut self) -> Option<Frame> {
         match self.mode {
-            LineMode::Cdev => self.service.next_frame(),
+            LineMode::Cdev => {
+                let f = self.service.next_frame()?;
+                self.last_service = self.service.last_bytes();
+                Some(f)
+            }
             LineMode::Uart => loop {
                 let f = self.link.next_frame()?;
                 match f.lifecycle() {
-                    Some(Ok(frame)) => return Some(frame),
+                    Some(Ok(frame)) => {
+                        self.last_service.copy_from_slice(&f.region[..4]);
+                        self.last_link = f.to_bytes();
+                        return Some(frame);
+                    }
                     Some(Err(e)) => {
                         log::debug!("CBC link: lifecycle frame skipped: {e}");
                         self.foreign += 1;
@@ -99,6 +111,17 @@ impl LineCodec {
                 }
             },
         }
+    }
+
+    /// The service bytes of the last frame returned by [`LineCodec::next_frame`], exactly as
+    /// they crossed the line.
+    pub fn last_service_bytes(&self) -> [u8; 4] {
+        self.last_service
+    }
+
+    /// In uart mode, the whole link frame of the last frame returned (empty in cdev mode).
+    pub fn last_link_bytes(&self) -> &[u8] {
+        &self.last_link
     }
 
     /// Bytes dropped while resynchronising.

@@ -437,8 +437,13 @@ impl Simulator {
         while let Some(frame) = self.codec.next_frame() {
             self.frames_rx += 1;
             log::trace!("lifecycle: rx {frame:?}");
-            self.log
-                .emit("frame.rx", frame_fields(&frame, "lifecycle", None));
+            // The bytes exactly as the SoC sent them (decoding ignores some bits).
+            let mut fields = frame_fields(&frame, "lifecycle", None);
+            fields["hex"] = json!(hex(&self.codec.last_service_bytes()));
+            if !self.codec.last_link_bytes().is_empty() {
+                fields["raw"] = json!(hex(self.codec.last_link_bytes()));
+            }
+            self.log.emit("frame.rx", fields);
             let fx = self.ioc.on_frame(&frame, Instant::now());
             self.apply(fx, ops);
         }

@@ -132,7 +132,23 @@ fn link_frames_match_the_original_packer() {
             d.region[service.len()..].iter().all(|&b| b == 0xFF),
             "padding"
         );
+        assert_eq!(d.to_bytes(), wire, "{e}: re-framed as received");
     }
+}
+
+#[test]
+fn received_bytes_are_kept_as_they_came() {
+    // A heartbeat whose unused fourth byte is set: decoding ignores it, the log must not.
+    let mut c = mngr_ipc::line::LineCodec::new(mngr_ipc::line::LineMode::Cdev);
+    c.feed(&[0x02, 0x01, 0x00, 0x5a]);
+    assert_eq!(c.next_frame(), Some(Frame::Heartbeat(Heartbeat::ACTIVE)));
+    assert_eq!(c.last_service_bytes(), [0x02, 0x01, 0x00, 0x5a]);
+    let mut u = mngr_ipc::line::LineCodec::new(mngr_ipc::line::LineMode::Uart);
+    let wire = hex("05010e02010000e9");
+    u.feed(&wire);
+    assert_eq!(u.next_frame(), Some(Frame::Heartbeat(Heartbeat::ACTIVE)));
+    assert_eq!(u.last_service_bytes(), [0x02, 0x01, 0x00, 0x00]);
+    assert_eq!(u.last_link_bytes(), wire.as_slice());
 }
 
 #[test]
