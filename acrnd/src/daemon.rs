@@ -128,6 +128,7 @@ enum Done {
         undo: Option<(String, Option<u64>, u64)>,
         error: Option<String>,
     },
+    Intent(HostIntent),
 }
 
 struct PersistJob {
@@ -630,6 +631,7 @@ struct Core {
     start_timer: Option<TimerId>,
     kill_timer: Option<TimerId>,
     watchdog_timer: Option<TimerId>,
+    asked_intent: bool,
     watches: HashMap<Token, String>,
     last_start: Option<Instant>,
 }
@@ -1272,11 +1274,31 @@ impl Core {
         }
     }
 
-    fn terminate(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd>) {
-        if s.terminating.is_some() {
+    /// SIGTERM: asks what the host is doing on a worker, then [`Core::finish`] acts.
+    fn terminate(&mut self, s: &mut Acrnd) {
+        if s.terminating.is_some() || self.asked_intent {
             return;
         }
-        let intent = host::host_intent(&s.cfg.intent_cmd, INTENT_TIMEOUT);
+        self.asked_intent = true;
+        let argv = s.cfg.intent_cmd.clone();
+        let tx = self.done_tx.clone();
+        let notifier = self.notifier.clone();
+        let job = move || {
+            let _ = tx.send(Done::Intent(host::host_intent(&argv, INTENT_TIMEOUT)));
+            if let Some(n) = notifier {
+                n.notify();
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("intent".into()).spawn(job) {
+            log::warn!("Cannot ask for the host's intent ({e}): assuming a plain stop");
+            let _ = self.done_tx.send(Done::Intent(HostIntent::None));
+            if let Some(n) = &self.notifier {
+                n.notify();
+            }
+        }
+    }
+
+    fn finish(&mut self, s: &mut Acrnd, intent: HostIntent, ops: &mut Ops<'_, Acrnd>) {
         s.terminating = Some(intent);
         s.log.emit("exit", json!({"intent": intent.name()}));
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -1346,7 +1368,7 @@ impl Core {
                     }
                 }
                 Work::Rearm => self.rearm(s, ops),
-                Work::Terminate => self.terminate(s, ops),
+                Work::Terminate => self.terminate(s),
                 Work::Check => {
                     self.check(s, ops);
                     self.pump_starts(s, ops);
@@ -1419,6 +1441,7 @@ impl Subscriber<Acrnd> for Core {
                     result,
                 } => self.on_dm_done(s, vm, kind, reply, *result, ops),
                 Done::Reason { why, reason } => self.on_reason(s, why, reason, ops),
+                Done::Intent(intent) => self.finish(s, intent, ops),
                 Done::Lcs { what, ok } => {
                     s.lcs_reachable = ok;
                     log::debug!("{what} delivered: {ok}");
@@ -1575,6 +1598,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         start_timer: None,
         kill_timer: None,
         watchdog_timer: None,
+        asked_intent: false,
         watches: HashMap::new(),
         last_start: None,
     };

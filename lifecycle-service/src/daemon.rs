@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::ExitStatus;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use mngr_ipc::line::{LineCodec, LineDevice, open_line};
 use mngr_ipc::msg::{Ack, AckPayload, Body, MsgId, Request, StopTarget, epoch_now, err};
 use mngr_ipc::runtime::{EventLoop, Notifier, Ops, SignalSubscriber, Subscriber, TimerId};
 use mngr_ipc::server::{Call, DeferredAck, Handlers, IpcServer, Reply, ServerConfig, ServerError};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde_json::json;
 use thiserror::Error;
 
@@ -294,6 +295,7 @@ enum WorkerResult {
         action: PowerAction,
         status: io::Result<ExitStatus>,
     },
+    Intent(HostIntent),
 }
 
 struct Line {
@@ -324,6 +326,7 @@ struct Core {
     client: Client,
     started: Instant,
     first_heartbeat_logged: bool,
+    terminating: bool,
 }
 
 impl Core {
@@ -347,6 +350,7 @@ impl Core {
             client: Client::new(&cfg.socket_dir, cfg.profile),
             started: Instant::now(),
             first_heartbeat_logged: false,
+            terminating: false,
         }
     }
 
@@ -566,7 +570,7 @@ impl Core {
             match w {
                 Work::Act(a) => self.perform(vec![a], ops, s),
                 Work::ReasonWait => self.arm_reason_timer(ops, s),
-                Work::Terminate => self.terminate(ops, s),
+                Work::Terminate => self.terminate(s),
             }
         }
     }
@@ -752,8 +756,35 @@ impl Core {
         s.dispatch(Event::PowerDone { action, ok });
     }
 
-    fn terminate(&mut self, ops: &mut Ops<'_, Lcs>, s: &mut Lcs) {
-        let intent = host::host_intent(&s.cfg.intent_cmd, INTENT_TIMEOUT);
+    /// SIGTERM: asks what the host is doing on a worker (the loop keeps heartbeating
+    /// meanwhile), then [`Core::finish`] writes the last frames.
+    fn terminate(&mut self, s: &mut Lcs) {
+        if self.terminating {
+            return;
+        }
+        self.terminating = true;
+        let argv = s.cfg.intent_cmd.clone();
+        let tx = self.results_tx.clone();
+        let notifier = self.notifier.clone();
+        let job = move || {
+            let _ = tx.send(WorkerResult::Intent(host::host_intent(
+                &argv,
+                INTENT_TIMEOUT,
+            )));
+            if let Some(n) = notifier {
+                n.notify();
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("intent".into()).spawn(job) {
+            log::warn!("Cannot ask for the host's intent ({e}): assuming a plain stop");
+            let _ = self.results_tx.send(WorkerResult::Intent(HostIntent::None));
+            if let Some(n) = &self.notifier {
+                n.notify();
+            }
+        }
+    }
+
+    fn finish(&mut self, intent: HostIntent, ops: &mut Ops<'_, Lcs>, s: &mut Lcs) {
         log::info!("Stopping; host intent: {}", intent.name());
         s.log.emit("exit", json!({"intent": intent.name()}));
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -808,7 +839,13 @@ impl Core {
                 Ok(n) => {
                     line.out.drain(..n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Wait (bounded) for room on the line rather than spin.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                    let mut fds = [PollFd::new(line.file.as_fd(), PollFlags::POLLOUT)];
+                    let _ = poll(&mut fds, PollTimeout::from(ms));
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::warn!("Last frames not written: {e}");
@@ -895,6 +932,7 @@ impl Subscriber<Lcs> for Core {
                     self.on_acrnd_result(generation, *result, ops, s);
                 }
                 WorkerResult::Power { action, status } => self.on_power_done(action, status, s),
+                WorkerResult::Intent(intent) => self.finish(intent, ops, s),
             }
         }
         self.drain_work(ops, s);
