@@ -135,6 +135,12 @@ impl Suite {
             .arg("-vv")
             .args(extra)
             .env_remove("NOTIFY_SOCKET");
+        // The test process is the privileged client: allow its uid (root in CI, anyone else
+        // on a developer's machine), unless the test sets its own policy.
+        if !extra.contains(&"--allow-uid") {
+            cmd.arg("--allow-uid")
+                .arg(nix::unistd::getuid().as_raw().to_string());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -213,6 +213,12 @@ impl Lcs {
             cmd.arg("--line").arg(&line);
         }
         cmd.args(extra);
+        // The test process is the privileged client: allow its uid (root in CI, anyone else
+        // on a developer's machine), unless the test sets its own policy.
+        if !extra.contains(&"--allow-uid") {
+            cmd.arg("--allow-uid")
+                .arg(nix::unistd::getuid().as_raw().to_string());
+        }
         cmd.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC");
         for (k, v) in env {
             cmd.env(k, v);
