@@ -26,16 +26,14 @@
 //! Baseline of the latencies: a raw Unix-socket connect + 280-byte echo round trip,
 //! interleaved with the cycles.
 
+use acrn_tests::echo::EchoServer;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use acrn_tests::{Procs, TestDir, bin_path, wait_for, wait_until};
@@ -287,34 +285,14 @@ fn nofile_of(pid: u32) -> String {
 // ---------------------------------------------------------------------------------------
 // The raw socket baseline.
 
+/// The raw socket baseline with the request it echoes.
 struct Echo {
-    path: PathBuf,
+    server: EchoServer,
     wire: Vec<u8>,
-    stop: Arc<AtomicBool>,
-    join: Option<JoinHandle<()>>,
 }
 
 impl Echo {
     fn start(path: PathBuf) -> Self {
-        let listener = UnixListener::bind(&path).expect("bind the echo socket");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let join = std::thread::Builder::new()
-            .name("echo".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if flag.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Ok(mut s) = conn else { continue };
-                    let _ = s.set_read_timeout(Some(IPC_TIMEOUT));
-                    let mut buf = [0u8; MSG_LEN];
-                    if s.read_exact(&mut buf).is_ok() {
-                        let _ = s.write_all(&buf);
-                    }
-                }
-            })
-            .expect("spawn the echo thread");
         let wire = Profile::F
             .encode_request(&Request::now(Body::AcrndStop {
                 force: 0,
@@ -324,34 +302,14 @@ impl Echo {
             .expect("encode")
             .to_vec();
         Echo {
-            path,
+            server: EchoServer::start(path, MSG_LEN),
             wire,
-            stop,
-            join: Some(join),
         }
     }
 
     /// One connect + 280-byte round trip, in ns.
     fn round_trip(&self) -> u64 {
-        let t0 = Instant::now();
-        let mut s = UnixStream::connect(&self.path).expect("connect to the echo server");
-        s.set_read_timeout(Some(IPC_TIMEOUT)).expect("timeout");
-        s.write_all(&self.wire).expect("write to the echo server");
-        let mut back = [0u8; MSG_LEN];
-        s.read_exact(&mut back).expect("echo");
-        let dt = ns(t0.elapsed());
-        assert_eq!(&back[..], &self.wire[..], "echo differs");
-        dt
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = UnixStream::connect(&self.path);
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
+        ns(self.server.round_trip(&self.wire))
     }
 }
 

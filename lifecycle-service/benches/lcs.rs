@@ -24,8 +24,8 @@
 //!    `/bin/true` until it has exited.
 //! 5. VmRSS of sos-lcs idle and alive for ~2 s. Baseline: VmRSS of `sleep 30`.
 
+use acrn_tests::echo::EchoServer;
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -536,65 +536,6 @@ fn baseline_timer(mut slave: TTYPort, start: Instant, period: Duration, stop: Ar
     }
 }
 
-/// The raw Unix-socket echo server: accept, read 280 bytes, write them back, close.
-struct Echo {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    join: Option<JoinHandle<()>>,
-}
-
-impl Echo {
-    fn start(path: PathBuf) -> Self {
-        let listener = UnixListener::bind(&path).expect("bind the echo socket");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let join = std::thread::Builder::new()
-            .name("echo".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if flag.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Ok(mut s) = conn else { continue };
-                    let _ = s.set_read_timeout(Some(IPC_TIMEOUT));
-                    let mut buf = [0u8; MSG_LEN];
-                    if s.read_exact(&mut buf).is_ok() {
-                        let _ = s.write_all(&buf);
-                    }
-                }
-            })
-            .expect("spawn the echo thread");
-        Echo {
-            path,
-            stop,
-            join: Some(join),
-        }
-    }
-
-    /// One connect + 280-byte round trip.
-    fn round_trip(&self, wire: &[u8]) -> Duration {
-        let t0 = Instant::now();
-        let mut s = UnixStream::connect(&self.path).expect("connect to the echo server");
-        s.set_read_timeout(Some(IPC_TIMEOUT)).expect("timeout");
-        s.write_all(wire).expect("write to the echo server");
-        let mut back = [0u8; MSG_LEN];
-        s.read_exact(&mut back).expect("echo");
-        let dt = t0.elapsed();
-        assert_eq!(&back[..], wire, "echo differs");
-        dt
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = UnixStream::connect(&self.path);
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // The run.
 
@@ -809,7 +750,7 @@ fn run(o: Opts) -> Results {
         o.cycles
     );
     let client = Client::new(&sock, Profile::F);
-    let echo = Echo::start(dir.join("echo.socket"));
+    let echo = EchoServer::start(dir.join("echo.socket"), MSG_LEN);
     let wire = Profile::F
         .encode_request(&Request::now(Body::DmQuery))
         .expect("encode a request");

@@ -14,13 +14,12 @@
 //! * Diagnostic (latency only): our server reached through `client::exchange` on a stream
 //!   connected to its known socket path, i.e. `Client::send` minus the directory lookup.
 
+use acrn_tests::echo::EchoServer;
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mngr_ipc::client::{self, Client};
@@ -136,50 +135,6 @@ fn check_ack(payload: &AckPayload) -> Result<(), String> {
 }
 
 /// The baseline: one thread, sequential accept / read 280 / write 280 / close.
-struct EchoServer {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    join: Option<JoinHandle<()>>,
-}
-
-impl EchoServer {
-    fn start(path: PathBuf) -> Self {
-        let listener = UnixListener::bind(&path).expect("bind the baseline echo socket");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let join = std::thread::Builder::new()
-            .name("echo".to_owned())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if flag.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Ok(mut s) = conn else { continue };
-                    let mut buf = [0u8; MSG_LEN];
-                    if s.read_exact(&mut buf).is_ok() {
-                        // A failed write shows up as an error on the client side.
-                        let _ = s.write_all(&buf);
-                    }
-                }
-            })
-            .expect("spawn the baseline echo thread");
-        EchoServer {
-            path,
-            stop,
-            join: Some(join),
-        }
-    }
-
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept so the thread sees the flag.
-        drop(UnixStream::connect(&self.path).expect("connect to wake the echo server"));
-        if let Some(j) = self.join.take() {
-            j.join().expect("echo server thread panicked");
-        }
-    }
-}
-
 /// Latency percentiles of one sequential run, in nanoseconds.
 #[derive(Debug, Clone, Copy)]
 struct Latency {
@@ -375,9 +330,9 @@ fn run(counts: Counts) -> Results {
     let wire = Profile::F
         .encode_request(&Request::now(Body::DmQuery))
         .expect("encode a DM_QUERY request");
-    let echo = EchoServer::start(base_dir.path().join("echo.socket"));
+    let echo = EchoServer::start(base_dir.path().join("echo.socket"), MSG_LEN);
     let baseline = Target::Baseline {
-        path: echo.path.clone(),
+        path: echo.path().to_owned(),
         wire: Box::new(wire),
     };
 
@@ -451,7 +406,7 @@ fn run(counts: Counts) -> Results {
     }
 
     server.stop();
-    echo.stop();
+    drop(echo);
     Results {
         latency,
         throughput,

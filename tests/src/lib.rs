@@ -38,6 +38,7 @@
 
 pub mod bins;
 pub mod dir;
+pub mod echo;
 pub mod events;
 pub mod frames;
 pub mod procs;
