@@ -27,6 +27,9 @@
 //! interleaved with the cycles.
 
 use acrn_tests::echo::EchoServer;
+use acrn_tests::measure::{
+    Rss, env_is_1, load_average, pct, print_machine, raise_nofile, rss_of, switches,
+};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -43,7 +46,6 @@ use mngr_ipc::msg::{AckPayload, Body, MsgId, Request, StopTarget, VmEntry, err, 
 use mngr_ipc::naming::{candidates, monitor_name};
 use mngr_ipc::server::{Handlers, ServerConfig, ServerThread, spawn_server};
 use mngr_ipc::{MSG_LEN, Profile};
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -195,76 +197,6 @@ fn notified_running(e: &LoggedEvent) -> Option<String> {
 
 // ---------------------------------------------------------------------------------------
 // /proc.
-
-fn status_field(status: &str, key: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Resident memory of a process, KiB.
-#[derive(Debug, Clone, Copy, Default)]
-struct Rss {
-    total: u64,
-    anon: u64,
-    file: u64,
-    /// Pages of the process's own executable (part of `file`).
-    exe: u64,
-}
-
-fn rss_of(pid: u32) -> Option<Rss> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let exe = exe.to_str()?;
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
-    let mut mine = false;
-    let mut exe_kib = 0;
-    for line in smaps.lines() {
-        if let Some(rest) = line.strip_prefix("Rss:") {
-            if mine {
-                exe_kib += rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        } else if line.split_whitespace().next().is_some_and(|w| {
-            w.contains('-') && w.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-        }) {
-            mine = line.ends_with(exe);
-        }
-    }
-    Some(Rss {
-        total: status_field(&status, "VmRSS:")?,
-        anon: status_field(&status, "RssAnon:")?,
-        file: status_field(&status, "RssFile:")?,
-        exe: exe_kib,
-    })
-}
-
-/// Per thread: name, voluntary and involuntary context switches.
-fn switches(pid: u32) -> BTreeMap<u32, (String, u64, u64)> {
-    let mut out = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let p = t.path();
-        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-        let Ok(status) = std::fs::read_to_string(p.join("status")) else {
-            continue;
-        };
-        let vol = status_field(&status, "voluntary_ctxt_switches:").unwrap_or(0);
-        let inv = status_field(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0);
-        out.insert(tid, (comm.trim().to_owned(), vol, inv));
-    }
-    out
-}
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
@@ -817,17 +749,6 @@ fn run_size(n: usize, o: &Opts, echo: &Echo, raw: &mut Vec<u64>) -> SizeResult {
 // ---------------------------------------------------------------------------------------
 // Statistics and the table.
 
-/// Nearest-rank percentile of unsorted samples.
-fn pct(v: &[u64], p: usize) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_unstable();
-    let rank = (p * s.len()).div_ceil(100).max(1);
-    Some(s[rank - 1])
-}
-
 fn ms(ns: u64) -> String {
     format!("{:.2} ms", ns as f64 / 1e6)
 }
@@ -1072,55 +993,6 @@ fn summarize(results: &[SizeResult], raw: &[u64], window: Duration) -> bool {
 
 // ---------------------------------------------------------------------------------------
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "unknown".to_owned(),
-        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-    )
-}
-
-fn print_machine() {
-    let nproc = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
-    println!(
-        "machine: nproc {nproc}; cpu {cpu}; kernel {kernel}; load average at start {}",
-        load_average()
-    );
-    if cfg!(debug_assertions) {
-        println!("WARNING: debug build of the bench; run `cargo bench` for meaningful figures");
-    }
-}
-
-/// Makes sure of a soft RLIMIT_NOFILE of [`NOFILE`] (or the hard limit): 64 device models
-/// mean 64 pidfds in acrnd and up to 64 request sockets at once.
-fn raise_nofile() -> String {
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < NOFILE && hard > soft => {
-            let want = hard.min(NOFILE);
-            match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
-                Ok(()) => format!("raised from {soft} to {want} (hard {hard})"),
-                Err(e) => format!("{soft} (raising to {want} failed: {e})"),
-            }
-        }
-        Ok((soft, hard)) => format!("{soft} (hard {hard}), kept"),
-        Err(e) => format!("unknown: {e}"),
-    }
-}
-
-fn env_is_1(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == "1")
-}
-
 fn main() -> ExitCode {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .try_init();
@@ -1156,7 +1028,7 @@ fn main() -> ExitCode {
     };
     println!("acrnd: stop-all and resume latency, memory and idle wake-ups with acrn-dm-sim VMs");
     print_machine();
-    println!("RLIMIT_NOFILE: {}", raise_nofile());
+    println!("RLIMIT_NOFILE: {}", raise_nofile(NOFILE));
     println!(
         "counts: sizes {:?}, {} stop-all cycles ({} at 64), {} resume cycles, guests {GUEST_DELAY_MS} ms, heartbeat {HEARTBEAT_MS} ms{}",
         o.sizes,

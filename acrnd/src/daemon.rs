@@ -1618,9 +1618,20 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     sc.profile = cfg.profile;
     el.add(Box::new(IpcServer::bind(sc, handlers())?))
         .map_err(RunError::Loop)?;
+    // SIGXFSZ is caught too: a timer-store write past RLIMIT_FSIZE must fail with EFBIG
+    // (and reach the ack) instead of killing acrnd. A caught signal is reset to its
+    // default in the device models acrnd launches, unlike an ignored one.
     let signals = SignalSubscriber::new(
-        &[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT],
+        &[
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGXFSZ,
+        ],
         |sig, _ops, s: &mut Acrnd| {
+            if sig == signal_hook::consts::SIGXFSZ {
+                log::warn!("SIGXFSZ: a write went past the file size limit (it fails)");
+                return;
+            }
             log::info!("Signal {sig} received");
             s.push(Work::Terminate);
         },

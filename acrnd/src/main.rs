@@ -16,6 +16,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .init();
+    // Every client connection is a descriptor: lift the soft limit (never fatal).
+    mngr_ipc::limits::raise_nofile(mngr_ipc::limits::NOFILE_WANTED);
     let fault = std::env::var("ACRND_FAULT").ok();
     let config = match args.into_config(sd_notify::watchdog_enabled(), fault) {
         Ok(c) => c,

@@ -25,6 +25,9 @@
 //! 5. VmRSS of sos-lcs idle and alive for ~2 s. Baseline: VmRSS of `sleep 30`.
 
 use acrn_tests::echo::EchoServer;
+use acrn_tests::measure::{
+    Beats, Rss, analyze_beats, env_is_1, load_average, print_machine, rss_of,
+};
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -338,115 +341,22 @@ impl Cpu {
     }
 }
 
-/// Resident memory of a process, kB (`/proc/<pid>/status`).
-#[derive(Debug, Clone, Copy)]
-struct Rss {
-    total: u64,
-    anon: u64,
-    file: u64,
-}
-
-fn rss_of(pid: u32) -> Option<Rss> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-    };
-    Some(Rss {
-        total: field("VmRSS:")?,
-        anon: field("RssAnon:")?,
-        file: field("RssFile:")?,
-    })
-}
-
 // ---------------------------------------------------------------------------------------
 // Statistics.
 
-/// Deviations of one heartbeat window.
-#[derive(Debug, Clone)]
-struct Beats {
-    /// Frames read.
-    frames: usize,
-    /// Periods the window spans.
-    periods: u64,
-    /// Grid slots without a frame: a beat that never came, or one off by more than half a
-    /// period (then counted in the neighbouring slot).
-    missing: u64,
-    /// Deviation per frame, µs, with its beat number.
-    devs: Vec<(u64, f64)>,
-    median_abs: f64,
-    p95_abs: f64,
-    max_abs: f64,
-    /// Largest |deviation − median deviation|: the spread without beat 0's own offset.
-    spread: f64,
-    /// Least-squares slope of deviation vs beat number, µs per beat.
-    slope: f64,
-}
-
-/// Beat `n` is the grid slot nearest to its arrival (so a missed beat shows up as a gap,
-/// not as a one-period deviation of every later beat).
+/// The deviations of `arrivals` from the grid `arrivals[0] + n × period`
+/// ([`analyze_beats`]).
 fn analyze(arrivals: &[Instant], period: Duration) -> Beats {
-    if arrivals.len() < 2 {
-        // Only possible for the baseline of a starved quick run: nothing to judge.
-        return Beats {
-            frames: arrivals.len(),
-            periods: 0,
-            missing: 0,
-            devs: Vec::new(),
-            median_abs: f64::NAN,
-            p95_abs: f64::NAN,
-            max_abs: f64::NAN,
-            spread: f64::NAN,
-            slope: f64::NAN,
-        };
-    }
-    let p = period.as_nanos();
-    let t0 = arrivals[0];
-    let devs: Vec<(u64, f64)> = arrivals
-        .iter()
-        .map(|&t| {
-            let e = t.duration_since(t0).as_nanos();
-            let n = (e + p / 2) / p;
-            let dev =
-                i128::try_from(e).unwrap_or(i128::MAX) - i128::try_from(n * p).unwrap_or(i128::MAX);
-            (u64::try_from(n).unwrap_or(u64::MAX), dev as f64 / 1e3)
+    let ns: Vec<u64> = arrivals
+        .first()
+        .map(|&t0| {
+            arrivals
+                .iter()
+                .map(|t| u64::try_from(t.duration_since(t0).as_nanos()).unwrap_or(u64::MAX))
+                .collect()
         })
-        .collect();
-    let periods = devs.last().map_or(0, |d| d.0);
-    let distinct = {
-        let mut ns: Vec<u64> = devs.iter().map(|d| d.0).collect();
-        ns.dedup();
-        u64::try_from(ns.len()).unwrap_or(u64::MAX)
-    };
-    let mut abs: Vec<f64> = devs.iter().map(|d| d.1.abs()).collect();
-    abs.sort_by(f64::total_cmp);
-    let median_abs = abs[(abs.len() - 1) / 2];
-    // Nearest rank.
-    let p95_abs = abs[(95 * abs.len()).div_ceil(100).max(1) - 1];
-    let max_abs = abs[abs.len() - 1];
-    let mut signed: Vec<f64> = devs.iter().map(|d| d.1).collect();
-    signed.sort_by(f64::total_cmp);
-    let mid = signed[(signed.len() - 1) / 2];
-    let spread = (signed[signed.len() - 1] - mid).max(mid - signed[0]);
-    let k = devs.len() as f64;
-    let mx = devs.iter().map(|d| d.0 as f64).sum::<f64>() / k;
-    let my = devs.iter().map(|d| d.1).sum::<f64>() / k;
-    let sxy: f64 = devs.iter().map(|d| (d.0 as f64 - mx) * (d.1 - my)).sum();
-    let sxx: f64 = devs.iter().map(|d| (d.0 as f64 - mx).powi(2)).sum();
-    Beats {
-        frames: arrivals.len(),
-        periods,
-        missing: (periods + 1).saturating_sub(distinct),
-        devs,
-        median_abs,
-        p95_abs,
-        max_abs,
-        spread,
-        slope: if sxx > 0.0 { sxy / sxx } else { 0.0 },
-    }
+        .unwrap_or_default();
+    analyze_beats(&ns, u64::try_from(period.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Latency samples of one figure.
@@ -1076,39 +986,6 @@ fn summarize(r: &Results) -> bool {
         );
     }
     all
-}
-
-fn first_line_with(path: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "unknown".to_owned(),
-        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-    )
-}
-
-fn print_machine() {
-    let nproc = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
-    let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
-    println!(
-        "machine: nproc {nproc}; cpu {cpu}; kernel {kernel}; load average at start {}",
-        load_average()
-    );
-    if cfg!(debug_assertions) {
-        println!("WARNING: debug build; run `cargo bench` for meaningful figures");
-    }
-}
-
-fn env_is_1(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == "1")
 }
 
 /// `--period-ms N` or `--period-ms=N`.

@@ -124,6 +124,14 @@ impl Lcs {
         if any {
             self.wake_core();
         }
+        if matches!(ev, Event::PowerDone { .. })
+            && let Some(r) = self.machine.take_woke()
+        {
+            log::info!(
+                "The IOC sent reason {r:#08x} before the power command returned; acting on it"
+            );
+            self.dispatch(Event::Reason(r));
+        }
         o.applied
     }
 
@@ -218,9 +226,20 @@ impl Lcs {
         }
     }
 
+    /// Whether a request to the stand-in acrnd may act: sos-lcs's own requests (its acrnd
+    /// client runs in this process), or a peer the policy allows, as acrnd would require.
+    fn standin_allows(&self, call: &Call<'_>) -> bool {
+        let peer = call.peer();
+        u32::try_from(peer.pid).is_ok_and(|p| p == std::process::id())
+            || self.cfg.policy.allows(&peer)
+    }
+
     /// The stand-in acrnd of no-acrnd mode: agree at once, S5 if the IOC asked for it.
     fn on_standin_stop(&mut self, req: &Request, call: Call<'_>) -> Reply {
         self.note_request(req, &call);
+        if !self.standin_allows(&call) {
+            return self.refuse(req, call);
+        }
         let kind = if self.machine.force_s5() {
             Verdict::Shutdown
         } else {
@@ -253,6 +272,9 @@ fn standin_handlers() -> Handlers<Lcs> {
         })
         .on(MsgId::AcrndResume, |r, c, s: &mut Lcs| {
             s.note_request(r, &c);
+            if !s.standin_allows(&c) {
+                return s.refuse(r, c);
+            }
             c.ack(AckPayload::Err(err::OK))
         })
 }

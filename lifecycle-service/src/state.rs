@@ -15,7 +15,11 @@
 //!   (SHUTDOWN_DELAY): one arriving while ALIVE answers a stop that ignition cancelled, and is
 //!   refused rather than suspending a running car;
 //! * SHUTDOWN is transient: a shutdown request moves straight on to SHUTDOWN_DELAY and sends
-//!   ACRND_STOP at once instead of at the next tick.
+//!   ACRND_STOP at once instead of at the next tick;
+//! * an alive reason read in IOC_SHUTDOWN (the system resumed and the IOC spoke before the
+//!   suspend command returned) is kept and acted on when the command returns
+//!   ([`Machine::take_woke`]); the original dropped it and woke only on the IOC's next
+//!   reason frame, one IOC period later.
 //!
 //! ```text
 //!  DEFAULT --reason alive--> ALIVE --shutdown request--> SHUTDOWN_DELAY --SHUTDOWN/SUSPEND ok--> ACRND_*
@@ -237,6 +241,7 @@ pub struct Machine {
     reason: u32,
     latched: Option<u32>,
     force_s5: bool,
+    woke: Option<u32>,
 }
 
 impl Default for Machine {
@@ -258,6 +263,7 @@ impl Machine {
             reason: 0,
             latched: None,
             force_s5: false,
+            woke: None,
         }
     }
 
@@ -280,6 +286,17 @@ impl Machine {
     /// Whether the IOC asked for force-S5 in its last shutdown request.
     pub fn force_s5(&self) -> bool {
         self.force_s5
+    }
+
+    /// An alive reason the IOC sent while the power command ran, to act on now that it has
+    /// returned (the system resumed, and the IOC spoke, before the suspend command returned:
+    /// waiting for its next reason frame would cost one IOC period). Taken once, and only
+    /// after the command finished.
+    pub fn take_woke(&mut self) -> Option<u32> {
+        if self.state == State::IocShutdown {
+            return None;
+        }
+        self.woke.take()
     }
 
     /// What the periodic tick sends in the current state.
@@ -362,6 +379,7 @@ impl Machine {
             pre.push(Action::SendRtc);
         }
         pre.push(Action::Power(action));
+        self.woke = None;
         self.go(State::IocShutdown, pre)
     }
 
@@ -427,6 +445,15 @@ impl Machine {
 
     fn on_reason(&mut self, r: u32) -> Outcome {
         self.reason = r;
+        if self.state == State::IocShutdown {
+            // The latest reason while the power command runs: an alive one is acted on when
+            // the command returns (see `take_woke`).
+            self.woke = (classify(r) == ReasonClass::Alive).then_some(r);
+            return Outcome {
+                applied: self.woke.is_some(),
+                ..Outcome::default()
+            };
+        }
         match classify(r) {
             ReasonClass::Alive => match self.state {
                 State::Default | State::Shutdown | State::ShutdownDelay => self.become_alive(),
@@ -537,6 +564,10 @@ mod tests {
         match (from, ev) {
             (Default | ShutdownDelay, Event::Reason(r)) if classify(r) == ReasonClass::Alive => {
                 Some(Alive)
+            }
+            // Kept for when the power command returns.
+            (IocShutdown, Event::Reason(r)) if classify(r) == ReasonClass::Alive => {
+                Some(IocShutdown)
             }
             // Built ALIVE with nothing latched: every alive reason is a new wake source.
             (Alive, Event::Reason(r)) if classify(r) == ReasonClass::Alive => Some(Alive),
@@ -761,6 +792,42 @@ mod tests {
             o.actions,
             vec![Action::ClearRtc, Action::Heartbeat(Heartbeat::INIT)]
         );
+    }
+
+    #[test]
+    fn a_reason_sent_before_the_suspend_command_returned_is_kept_for_its_return() {
+        let mut m = Machine::with_state(AcrndSuspend);
+        m.handle(Event::Reason(0));
+        assert!(m.handle(Event::Reason(ALIVE_R)).applied, "kept");
+        assert_eq!(m.state(), IocShutdown, "nothing happens before the return");
+        assert_eq!(m.take_woke(), None, "not while the command runs");
+        m.handle(Event::PowerDone {
+            action: PowerAction::Suspend,
+            ok: true,
+        });
+        assert_eq!(m.take_woke(), Some(ALIVE_R));
+        assert_eq!(m.take_woke(), None, "taken once");
+
+        // A later reason replaces it; a shutdown reason leaves nothing to act on.
+        let mut m = Machine::with_state(AcrndSuspend);
+        m.handle(Event::Reason(0));
+        m.handle(Event::Reason(ALIVE_R));
+        assert!(!m.handle(Event::Reason(0)).applied);
+        m.handle(Event::PowerDone {
+            action: PowerAction::Suspend,
+            ok: true,
+        });
+        assert_eq!(m.take_woke(), None);
+
+        // A reason from an earlier cycle is not kept into the next power command.
+        let mut m = Machine::with_state(AcrndSuspend);
+        m.handle(Event::Reason(0));
+        m.handle(Event::Reason(ALIVE_R));
+        m.handle(Event::PowerDone {
+            action: PowerAction::Poweroff,
+            ok: true,
+        });
+        assert_eq!(m.take_woke(), None, "still powering off");
     }
 
     #[test]

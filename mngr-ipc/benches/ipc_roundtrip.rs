@@ -15,6 +15,7 @@
 //!   connected to its known socket path, i.e. `Client::send` minus the directory lookup.
 
 use acrn_tests::echo::EchoServer;
+use acrn_tests::measure::{env_is_1, percentile, print_machine};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -144,14 +145,6 @@ struct Latency {
     max: u64,
     mean: u64,
     errors: usize,
-}
-
-/// Nearest-rank percentile of sorted samples: the smallest sample with at least `pct`% of
-/// the samples at or below it.
-fn percentile(sorted: &[u64], pct: usize) -> u64 {
-    assert!(!sorted.is_empty(), "percentile of no samples");
-    let rank = (pct * sorted.len()).div_ceil(100).max(1);
-    sorted[rank - 1]
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -421,29 +414,6 @@ fn fmt_ns(ns: u64) -> String {
     }
 }
 
-fn first_line_with(path: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
-}
-
-fn print_machine() {
-    let nproc = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
-    let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
-    let load = std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "unknown".to_owned(),
-        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-    );
-    println!("machine: nproc {nproc}; cpu {cpu}; kernel {kernel}; load average at start {load}");
-    if cfg!(debug_assertions) {
-        println!("WARNING: debug build; run `cargo bench` for meaningful figures");
-    }
-}
-
 /// One line of the summary table.
 struct Line {
     what: &'static str,
@@ -555,10 +525,6 @@ fn summarize(r: &Results) -> bool {
         );
     }
     all_pass
-}
-
-fn env_is_1(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == "1")
 }
 
 fn main() -> ExitCode {

@@ -619,6 +619,11 @@ impl LinkStream {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
+
+    /// Bytes held: the start of a frame not yet complete.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
 }
 
 /// The transmit sequence counter of a link sender: 0, 1, 2, 3, 0, ...

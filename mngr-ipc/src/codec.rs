@@ -189,6 +189,48 @@ pub fn peek_header(bytes: &[u8]) -> Result<Header, CodecError> {
     })
 }
 
+/// Cuts a byte stream into whole messages, however the bytes arrive: a message split over
+/// many reads, several in one read, or both. Holds at most one partial message.
+#[derive(Debug, Clone)]
+pub struct FrameReader {
+    buf: Wire,
+    len: usize,
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader::new()
+    }
+}
+
+impl FrameReader {
+    /// A reader with nothing buffered.
+    pub fn new() -> Self {
+        FrameReader {
+            buf: [0u8; MSG_LEN],
+            len: 0,
+        }
+    }
+
+    /// Takes bytes from the front of `bytes` until a message is complete. Returns that
+    /// message, if one completed, and the bytes not taken (the start of the next one).
+    pub fn push<'a>(&mut self, bytes: &'a [u8]) -> (Option<Wire>, &'a [u8]) {
+        let n = (MSG_LEN - self.len).min(bytes.len());
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        if self.len < MSG_LEN {
+            return (None, &bytes[n..]);
+        }
+        self.len = 0;
+        (Some(self.buf), &bytes[n..])
+    }
+
+    /// Bytes of an incomplete message held.
+    pub fn pending(&self) -> usize {
+        self.len
+    }
+}
+
 /// The suite's reply to a request it cannot serve: id and timestamp echoed, magic set,
 /// `err` as given, every other byte zero. Works for ids no profile knows.
 pub fn error_ack(header: &Header, err: i32) -> Wire {

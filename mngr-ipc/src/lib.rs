@@ -10,6 +10,7 @@
 //! * [`runtime`]: the event loop every daemon and simulator of the suite runs on.
 //! * [`cbc`]: the CBC lifecycle frames (service and link layer) between SoC and IOC.
 //! * [`host`]: whether the host is rebooting or powering off (asked at SIGTERM).
+//! * [`limits`]: the resource limits a daemon raises at start-up (open files).
 //! * [`line`](mod@line): the IOC lifecycle line (CBC char device or UART) and its framing.
 //! * [`event_log`]: the JSON-lines event log every binary offers with `--event-log`.
 //!
@@ -41,6 +42,7 @@ pub mod codec;
 pub mod event_log;
 pub mod facade;
 pub mod host;
+pub mod limits;
 pub mod line;
 pub mod msg;
 pub mod naming;

@@ -30,7 +30,7 @@ use mio::{Interest, Token};
 use nix::sys::socket::{getsockopt, sockopt};
 use thiserror::Error;
 
-use crate::codec::{self, Header, MSG_LEN, Wire};
+use crate::codec::{self, CodecError, FrameReader, Header, MSG_LEN, Wire};
 use crate::msg::{Ack, AckPayload, MsgId, Request, err};
 use crate::naming::{self, NamingError};
 use crate::profile::Profile;
@@ -40,6 +40,17 @@ use crate::runtime::{EventLoop, LoopHandle, Notifier, Ops, Subscriber, TimerId};
 const ACCEPT_BATCH: usize = 32;
 /// Reads of one connection per readiness event.
 const READ_BUDGET: usize = 16;
+/// When accept fails for want of descriptors or memory and no connection can be closed to
+/// make room, the next try.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Whether an accept error means the process (or system) is out of descriptors.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE
+    )
+}
 
 /// Credentials of the process at the other end of a connection (`SO_PEERCRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +330,10 @@ impl<C> Handlers<C> {
         self
     }
 
+    fn has(&self, id: MsgId) -> bool {
+        self.by_id.contains_key(&id) || self.fallback.is_some()
+    }
+
     fn get(&mut self, id: MsgId) -> Option<&mut HandlerFn<C>> {
         match self.by_id.get_mut(&id) {
             Some(h) => Some(h),
@@ -327,11 +342,85 @@ impl<C> Handlers<C> {
     }
 }
 
+/// What a server does with one whole message, decided from its bytes alone.
+#[derive(Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made and matched at once on the stack; boxing would allocate per message"
+)]
+pub enum Disposition {
+    /// No magic: the peer does not speak `struct mngr_msg`. The connection is closed
+    /// without an answer (the C server did the same).
+    Close {
+        /// The bytes where the magic belongs.
+        magic: u64,
+    },
+    /// An id the profile does not know, or one without a handler: answered `-ENOSYS`.
+    Unknown {
+        /// The message's header, echoed in the ack.
+        header: Header,
+        /// The id, when the profile knows the number.
+        id: Option<MsgId>,
+    },
+    /// A known, handled id whose body does not decode: answered `-EINVAL`.
+    Malformed {
+        /// The message's header, echoed in the ack.
+        header: Header,
+        /// The id.
+        id: MsgId,
+        /// Why the body does not decode.
+        error: CodecError,
+    },
+    /// A request for the id's handler.
+    Serve {
+        /// The message's header, echoed in the ack.
+        header: Header,
+        /// The id.
+        id: MsgId,
+        /// The decoded request.
+        request: Request,
+    },
+}
+
+impl Disposition {
+    /// The ack the server sends at once without calling a handler, if any.
+    pub fn error_ack(&self) -> Option<Wire> {
+        match self {
+            Disposition::Unknown { header, .. } => Some(codec::error_ack(header, err::UNKNOWN_ID)),
+            Disposition::Malformed { header, .. } => Some(codec::error_ack(header, err::INVALID)),
+            Disposition::Close { .. } | Disposition::Serve { .. } => None,
+        }
+    }
+}
+
+/// Decides what a server of `profile` whose handlers cover the ids `handled` accepts
+/// does with `frame`. Pure: the server's every answer that needs no handler comes from here.
+pub fn triage(profile: Profile, frame: &Wire, handled: impl Fn(MsgId) -> bool) -> Disposition {
+    let header = codec::peek_header(frame).expect("a Wire is MSG_LEN bytes");
+    if !header.has_magic() {
+        return Disposition::Close {
+            magic: header.magic,
+        };
+    }
+    let id = match profile.msg_id(header.msgid) {
+        Some(id) if handled(id) => id,
+        id => return Disposition::Unknown { header, id },
+    };
+    match profile.decode_request(frame) {
+        Ok(request) => Disposition::Serve {
+            header,
+            id,
+            request,
+        },
+        Err(error) => Disposition::Malformed { header, id, error },
+    }
+}
+
 struct Conn {
     stream: UnixStream,
     token: Token,
     id: ConnId,
-    inbuf: Vec<u8>,
+    inbuf: FrameReader,
     outbuf: Vec<u8>,
     last_active: Instant,
     deferred: usize,
@@ -340,8 +429,12 @@ struct Conn {
 }
 
 impl Conn {
+    /// Whether the server still owes this peer something (a deferred ack, queued output),
+    /// so that it must not be dropped to make room. Half a message is no such debt: a peer
+    /// that stalls mid-message could otherwise hold its slot until the idle timeout, and one
+    /// trickling a byte now and then forever.
     fn busy(&self) -> bool {
-        self.deferred > 0 || !self.outbuf.is_empty() || !self.inbuf.is_empty()
+        self.deferred > 0 || !self.outbuf.is_empty()
     }
 }
 
@@ -359,6 +452,7 @@ pub struct IpcServer<C> {
     completions_rx: Receiver<Completion>,
     notifier: Option<Notifier>,
     idle_timer: Option<TimerId>,
+    accept_retry: Option<TimerId>,
 }
 
 impl<C> fmt::Debug for IpcServer<C> {
@@ -405,6 +499,7 @@ impl<C> IpcServer<C> {
             completions_rx,
             notifier: None,
             idle_timer: None,
+            accept_retry: None,
         })
     }
 
@@ -432,8 +527,22 @@ impl<C> IpcServer<C> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if out_of_descriptors(&e) && self.evict_idlest(ops) => {
+                    log::warn!(
+                        "{}: accept failed ({e}); closed the connection idle the longest to make room",
+                        self.cfg.name
+                    );
+                }
                 Err(e) => {
-                    log::warn!("{}: accept failed: {e}", self.cfg.name);
+                    // Connections are left in the backlog, and no new edge will come for
+                    // them: look again soon.
+                    if self.accept_retry.is_none() {
+                        log::warn!(
+                            "{}: accept failed ({e}); retrying in {ACCEPT_RETRY:?}",
+                            self.cfg.name
+                        );
+                        self.accept_retry = Some(ops.arm_after(ACCEPT_RETRY));
+                    }
                     return;
                 }
             }
@@ -446,32 +555,38 @@ impl<C> IpcServer<C> {
         }
     }
 
+    /// Closes the connection idle the longest that the server owes nothing. Returns false
+    /// if there is none.
+    fn evict_idlest(&mut self, ops: &mut Ops<'_, C>) -> bool {
+        let idlest = self
+            .conns
+            .values()
+            .filter(|c| !c.busy())
+            .min_by_key(|c| c.last_active)
+            .map(|c| c.token);
+        match idlest {
+            Some(token) => {
+                self.close(token, ops);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn admit(&mut self, mut stream: UnixStream, ops: &mut Ops<'_, C>) -> Option<Token> {
         if self.conns.len() >= self.cfg.max_connections {
-            let oldest = self
-                .conns
-                .values()
-                .filter(|c| !c.busy())
-                .min_by_key(|c| c.last_active)
-                .map(|c| c.token);
-            match oldest {
-                Some(t) => {
-                    log::info!(
-                        "{}: {} connections open; dropping the longest idle one",
-                        self.cfg.name,
-                        self.conns.len()
-                    );
-                    self.close(t, ops);
-                }
-                None => {
-                    log::warn!(
-                        "{}: {} connections, all busy; refusing a new one",
-                        self.cfg.name,
-                        self.conns.len()
-                    );
-                    return None;
-                }
+            let open = self.conns.len();
+            if !self.evict_idlest(ops) {
+                log::warn!(
+                    "{}: {open} connections, all busy; refusing a new one",
+                    self.cfg.name
+                );
+                return None;
             }
+            log::info!(
+                "{}: {open} connections open; dropped the longest idle one",
+                self.cfg.name
+            );
         }
         let token = match ops.register(&mut stream, Interest::READABLE) {
             Ok(t) => t,
@@ -489,7 +604,7 @@ impl<C> IpcServer<C> {
                 stream,
                 token,
                 id,
-                inbuf: Vec::with_capacity(MSG_LEN),
+                inbuf: FrameReader::new(),
                 outbuf: Vec::new(),
                 last_active: Instant::now(),
                 deferred: 0,
@@ -512,6 +627,14 @@ impl<C> IpcServer<C> {
                     c.deferred
                 );
             }
+        }
+        // No connection left that can expire: an armed idle timer would only wake the
+        // process for nothing (acrnd idle must not wake at all).
+        if let Some(t) = self.idle_timer
+            && self.conns.values().all(|c| c.deferred > 0)
+        {
+            ops.cancel(t);
+            self.idle_timer = None;
         }
     }
 
@@ -597,17 +720,9 @@ impl<C> IpcServer<C> {
             let Some(conn) = self.conns.get_mut(&token) else {
                 return false;
             };
-            let want = MSG_LEN - conn.inbuf.len();
-            let n = want.min(bytes.len());
-            conn.inbuf.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            if conn.inbuf.len() < MSG_LEN {
-                break;
-            }
-            let frame: Wire = conn.inbuf[..]
-                .try_into()
-                .expect("inbuf holds exactly MSG_LEN bytes here");
-            conn.inbuf.clear();
+            let (frame, rest) = conn.inbuf.push(bytes);
+            bytes = rest;
+            let Some(frame) = frame else { break };
             if !self.serve(token, &frame, ctx) {
                 self.close(token, ops);
                 return false;
@@ -618,32 +733,32 @@ impl<C> IpcServer<C> {
 
     /// Serves one message. Returns false if the connection must be closed.
     fn serve(&mut self, token: Token, frame: &Wire, ctx: &mut C) -> bool {
-        let header = codec::peek_header(frame).expect("frame is MSG_LEN bytes");
         let conn = self
             .conns
             .get(&token)
             .expect("caller checked the connection");
         let name = &self.cfg.name;
-        if !header.has_magic() {
-            let p = peer_of(&conn.stream);
-            log::warn!(
-                "{name}: message without magic ({:#018x}) from pid {} uid {}; closing the connection",
-                header.magic,
-                p.pid,
-                p.uid
-            );
-            return false;
-        }
         let profile = self.cfg.profile;
-        let handler = profile
-            .msg_id(header.msgid)
-            .map(|id| (id, self.handlers.get(id)));
-        let (id, handler) = match handler {
-            Some((id, Some(h))) => (id, h),
-            unknown => {
+        let handlers = &self.handlers;
+        let (header, id, request) = match triage(profile, frame, |id| handlers.has(id)) {
+            Disposition::Serve {
+                header,
+                id,
+                request,
+            } => (header, id, request),
+            Disposition::Close { magic } => {
                 let p = peer_of(&conn.stream);
-                match unknown {
-                    Some((id, _)) => log::info!(
+                log::warn!(
+                    "{name}: message without magic ({magic:#018x}) from pid {} uid {}; closing the connection",
+                    p.pid,
+                    p.uid
+                );
+                return false;
+            }
+            Disposition::Unknown { header, id } => {
+                let p = peer_of(&conn.stream);
+                match id {
+                    Some(id) => log::info!(
                         "{name}: no handler for {id} (from pid {}); answering -ENOSYS",
                         p.pid
                     ),
@@ -655,19 +770,20 @@ impl<C> IpcServer<C> {
                 }
                 return self.queue(token, &codec::error_ack(&header, err::UNKNOWN_ID));
             }
-        };
-        let request = match profile.decode_request(frame) {
-            Ok(r) => r,
-            Err(e) => {
+            Disposition::Malformed { header, id, error } => {
                 let p = peer_of(&conn.stream);
                 log::warn!(
-                    "{name}: malformed {id} from pid {} uid {}: {e}; answering -EINVAL",
+                    "{name}: malformed {id} from pid {} uid {}: {error}; answering -EINVAL",
                     p.pid,
                     p.uid
                 );
                 return self.queue(token, &codec::error_ack(&header, err::INVALID));
             }
         };
+        let handler = self
+            .handlers
+            .get(id)
+            .expect("triage served only ids with a handler");
         let call = Call {
             stream: &conn.stream,
             id,
@@ -754,12 +870,12 @@ impl<C> IpcServer<C> {
         if !(c.eof && c.deferred == 0 && c.outbuf.is_empty()) {
             return;
         }
-        if !c.inbuf.is_empty() {
+        if c.inbuf.pending() > 0 {
             log::debug!(
                 "{}: peer pid {} closed with {} bytes of a partial message",
                 self.cfg.name,
                 peer_of(&c.stream).pid,
-                c.inbuf.len()
+                c.inbuf.pending()
             );
         }
         self.close(token, ops);
@@ -850,7 +966,11 @@ impl<C> Subscriber<C> for IpcServer<C> {
         }
     }
 
-    fn on_timer(&mut self, id: TimerId, ops: &mut Ops<'_, C>, _ctx: &mut C) {
+    fn on_timer(&mut self, id: TimerId, ops: &mut Ops<'_, C>, ctx: &mut C) {
+        if Some(id) == self.accept_retry {
+            self.accept_retry = None;
+            self.accept_batch(ops, ctx);
+        }
         if Some(id) == self.idle_timer {
             self.idle_timer = None;
             self.expire_idle(ops);

@@ -1,5 +1,5 @@
 //! The only `unsafe` of the suite: taking ownership of file descriptors handed over by
-//! APIs that only offer raw ones.
+//! APIs that only offer raw ones (or borrowing them for a call).
 #![allow(unsafe_code)]
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -11,6 +11,19 @@ pub fn into_owned_fd(owner: impl IntoRawFd) -> OwnedFd {
     // SAFETY: `IntoRawFd::into_raw_fd` transfers ownership of an open descriptor to the
     // caller and the owner no longer closes it, so `raw` is open and owned by nobody else.
     unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// Sets `FD_CLOEXEC` on the descriptor of `owner`, for APIs that open descriptors without
+/// it and offer only [`AsRawFd`](std::os::fd::AsRawFd) (serialport's pty pair), so that
+/// processes started later do not inherit them.
+pub fn set_cloexec(owner: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: `owner` is borrowed for the whole call, so its descriptor stays open while the
+    // borrowed descriptor, which does not outlive this function, is in use.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(owner.as_raw_fd()) };
+    let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD)?);
+    fcntl(fd, FcntlArg::F_SETFD(flags | FdFlag::FD_CLOEXEC))?;
+    Ok(())
 }
 
 /// Makes a child started by `cmd` the leader of a new session (and process group), so it

@@ -109,17 +109,22 @@ pub fn name_of(hex_frame: &str) -> Option<String> {
     }
 }
 
+/// The bytes of a hex string without separators (`02010000`); `None` if it is not one.
+#[must_use]
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// The four bytes of an 8-digit hex frame.
 #[must_use]
 pub fn parse_hex4(hex_frame: &str) -> Option<[u8; 4]> {
-    if hex_frame.len() != 8 {
-        return None;
-    }
-    let mut out = [0u8; 4];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex_frame.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    unhex(hex_frame)?.try_into().ok()
 }
 
 #[cfg(test)]

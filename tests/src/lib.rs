@@ -8,6 +8,8 @@
 //! - [`wait_until`] / [`wait_for`] replace fixed sleeps with bounded polling;
 //!   nothing in this crate waits without a deadline.
 //! - [`bin_path`] locates a workspace binary built by Cargo.
+//! - [`hostile`] plays hostile clients against a daemon's socket and reads what they
+//!   cost it (memory, descriptors).
 //! - [`Procs`] owns the processes a test starts, captures their output into
 //!   files and kills their whole process groups when the test ends, printing
 //!   what they said if the test failed.
@@ -15,6 +17,10 @@
 //!   VMs); [`scenario`] plays steps against it and checks expectations on the
 //!   merged event logs ([`events`], rendered by [`timeline`]); [`scenarios`] are
 //!   the named scenarios, with the frames of [`frames`] as literal bytes.
+//! - [`oracle`] holds what must hold for any input to the code that reads peer bytes and
+//!   files: the bodies of the fuzz targets and of their proptest twins.
+//! - [`measure`] holds what the benches share: percentiles, `/proc` readings, the
+//!   machine's facts and the heartbeat-grid analysis.
 //!
 //! A typical test declares the directory first so that it outlives the
 //! process guard (locals drop in reverse order, so the processes are killed
@@ -41,6 +47,9 @@ pub mod dir;
 pub mod echo;
 pub mod events;
 pub mod frames;
+pub mod hostile;
+pub mod measure;
+pub mod oracle;
 pub mod procs;
 pub mod rig;
 pub mod scenario;

@@ -302,6 +302,10 @@ impl NativeLine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let (mut master, slave) = TTYPort::pair().expect("pty pair");
+        // pair() opens both ends without O_CLOEXEC: processes that parallel tests start
+        // would inherit them and keep the line up after this end drops it.
+        mngr_ipc::sys::set_cloexec(&master).expect("FD_CLOEXEC");
+        mngr_ipc::sys::set_cloexec(&slave).expect("FD_CLOEXEC");
         master
             .set_timeout(Duration::from_millis(20))
             .expect("timeout");

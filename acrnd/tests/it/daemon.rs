@@ -18,18 +18,18 @@ use mngr_ipc::msg::{
 };
 use mngr_ipc::server::{Handlers, ServerConfig, ServerThread, spawn_server};
 
-const T: Duration = Duration::from_secs(15);
+pub(crate) const T: Duration = Duration::from_secs(15);
 
 /// A test lifecycle service: answers WAKEUP_REASON with a settable reason and records what
 /// acrnd sends.
-struct TestLcs {
+pub(crate) struct TestLcs {
     _server: ServerThread,
-    rx: Receiver<Body>,
-    reason: Arc<AtomicU32>,
+    pub(crate) rx: Receiver<Body>,
+    pub(crate) reason: Arc<AtomicU32>,
 }
 
 impl TestLcs {
-    fn start(sock: &Path, reason: u32) -> Self {
+    pub(crate) fn start(sock: &Path, reason: u32) -> Self {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let r = Arc::new(AtomicU32::new(reason));
@@ -49,7 +49,7 @@ impl TestLcs {
     }
 
     /// The next request other than WAKEUP_REASON.
-    fn next_report(&self) -> Body {
+    pub(crate) fn next_report(&self) -> Body {
         loop {
             match self.rx.recv_timeout(T).expect("a request from acrnd") {
                 Body::WakeupReason => continue,
@@ -59,19 +59,19 @@ impl TestLcs {
     }
 }
 
-struct Suite {
+pub(crate) struct Suite {
     // Fields drop in order: the processes go before their directory.
-    procs: Procs,
-    dir: TestDir,
-    sock: PathBuf,
-    launch: PathBuf,
-    state: PathBuf,
-    events: PathBuf,
+    pub(crate) procs: Procs,
+    pub(crate) dir: TestDir,
+    pub(crate) sock: PathBuf,
+    pub(crate) launch: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) events: PathBuf,
     acrnd_runs: u32,
 }
 
 impl Suite {
-    fn new(label: &str) -> Self {
+    pub(crate) fn new(label: &str) -> Self {
         let dir = TestDir::new(label);
         let sock = dir.join("mngr");
         let launch = dir.join("add");
@@ -91,7 +91,7 @@ impl Suite {
     }
 
     /// A launch script that records the wakeup reason it got and execs acrn-dm-sim.
-    fn add_vm(&self, vm: &str, sim_args: &[&str]) {
+    pub(crate) fn add_vm(&self, vm: &str, sim_args: &[&str]) {
         let mut flags: Vec<&str> = Vec::new();
         for (flag, value) in [
             ("--heartbeat-ms", "100"),
@@ -113,7 +113,7 @@ impl Suite {
         std::fs::write(self.launch.join(format!("{vm}.sh")), script).expect("script");
     }
 
-    fn start_acrnd(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+    pub(crate) fn start_acrnd(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         self.acrnd_runs += 1;
         let mut cmd = Command::new(bin_path("acrnd"));
         cmd.arg("--launch-dir")
@@ -148,29 +148,33 @@ impl Suite {
         self.procs
             .spawn(&format!("acrnd{}", self.acrnd_runs), cmd)
             .expect("spawn acrnd");
+        // Until it accepts: the socket file exists between bind and listen, and a
+        // connection then is refused.
         wait_for(T, "acrnd socket", || {
-            mngr_ipc::naming::candidates(&self.sock, "acrnd")
-                .is_ok_and(|c| c.iter().any(|c| c.alive))
+            mngr_ipc::naming::candidates(&self.sock, "acrnd").is_ok_and(|c| {
+                c.iter()
+                    .any(|c| c.alive && std::os::unix::net::UnixStream::connect(&c.path).is_ok())
+            })
         })
         .expect("acrnd serves");
     }
 
-    fn acrnd_label(&self) -> String {
+    pub(crate) fn acrnd_label(&self) -> String {
         format!("acrnd{}", self.acrnd_runs)
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(&self.sock, Profile::F)
     }
 
-    fn send(&self, body: Body) -> AckPayload {
+    pub(crate) fn send(&self, body: Body) -> AckPayload {
         self.client()
             .send("acrnd", &Request::now(body), T)
             .expect("acrnd answers")
             .payload
     }
 
-    fn list(&self) -> Vec<VmEntry> {
+    pub(crate) fn list(&self) -> Vec<VmEntry> {
         let mut all = Vec::new();
         loop {
             let start = u32::try_from(all.len()).expect("small");
@@ -185,29 +189,29 @@ impl Suite {
         }
     }
 
-    fn state_of(&self, vm: &str) -> Option<i32> {
+    pub(crate) fn state_of(&self, vm: &str) -> Option<i32> {
         self.list()
             .into_iter()
             .find(|e| e.name == vm)
             .map(|e| e.state)
     }
 
-    fn wait_state(&self, vm: &str, state: i32) {
+    pub(crate) fn wait_state(&self, vm: &str, state: i32) {
         wait_for(T, &format!("{vm} in state {state}"), || {
             self.state_of(vm) == Some(state)
         })
         .unwrap_or_else(|e| panic!("{e}; list: {:?}", self.list()));
     }
 
-    fn events(&self) -> Vec<LoggedEvent> {
+    pub(crate) fn events(&self) -> Vec<LoggedEvent> {
         read_events(&self.events).expect("events")
     }
 
-    fn vm_events(&self, vm: &str) -> Vec<LoggedEvent> {
+    pub(crate) fn vm_events(&self, vm: &str) -> Vec<LoggedEvent> {
         read_events(&self.dir.join(format!("{vm}.events"))).expect("vm events")
     }
 
-    fn acrnctl(&self, args: &[&str]) -> (i32, String, String) {
+    pub(crate) fn acrnctl(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(bin_path("acrnctl"))
             .arg("--socket-dir")
             .arg(&self.sock)
@@ -251,7 +255,7 @@ impl Drop for Suite {
     }
 }
 
-fn stop_all(s: &Suite, target: StopTarget, force: i32, timeout: u32) {
+pub(crate) fn stop_all(s: &Suite, target: StopTarget, force: i32, timeout: u32) {
     let ack = s.send(Body::AcrndStop {
         force,
         timeout,

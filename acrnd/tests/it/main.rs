@@ -3,3 +3,4 @@
 #![allow(clippy::tests_outside_test_module)]
 
 mod daemon;
+mod hostile;

@@ -17,11 +17,11 @@ use mngr_ipc::msg::{AckPayload, Body, MsgId, Request};
 use mngr_ipc::server::{Call, Handlers, ServerConfig, spawn_server};
 use nix::sys::signal::Signal;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ioc-sim");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ioc-sim");
 /// Bound of every wait for something that should happen within a few periods.
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 /// The reason period the tests run with.
-const PERIOD_MS: u64 = 100;
+pub(crate) const PERIOD_MS: u64 = 100;
 const PERIOD: Duration = Duration::from_millis(PERIOD_MS);
 
 /// Literal frames (service bytes).
@@ -115,7 +115,7 @@ impl Sim {
 }
 
 /// One request over a fresh connection, with the simulator's reply line.
-fn request(control: &Path, line: &str) -> String {
+pub(crate) fn request(control: &Path, line: &str) -> String {
     let mut s = UnixStream::connect(control).expect("connect to the control socket");
     s.set_read_timeout(Some(WAIT)).expect("timeout");
     s.write_all(format!("{line}\n").as_bytes()).expect("write");
@@ -218,7 +218,7 @@ fn field<'a>(e: &'a LoggedEvent, key: &str) -> &'a serde_json::Value {
     &e.fields[key]
 }
 
-fn status_field(status: &str, key: &str) -> String {
+pub(crate) fn status_field(status: &str, key: &str) -> String {
     status
         .split_whitespace()
         .find_map(|w| w.strip_prefix(&format!("{key}=")))

@@ -19,28 +19,28 @@ use mngr_ipc::msg::{AckPayload, Body, MsgId, Request, StopTarget, epoch_now, err
 use mngr_ipc::server::{Handlers, PeerCred, ServerConfig, ServerThread, spawn_server};
 use serialport::{SerialPort, TTYPort};
 
-const T: Duration = Duration::from_secs(10);
-const HB_MS: u64 = 100;
+pub(crate) const T: Duration = Duration::from_secs(10);
+pub(crate) const HB_MS: u64 = 100;
 
-const HB_INIT: [u8; 4] = [0x02, 0x03, 0x00, 0x00];
-const HB_ACTIVE: [u8; 4] = [0x02, 0x01, 0x00, 0x00];
-const HB_DELAY: [u8; 4] = [0x02, 0x02, 0x00, 0x00];
-const HB_S5: [u8; 4] = [0x02, 0x00, 0x01, 0x00];
-const HB_REBOOT: [u8; 4] = [0x02, 0x00, 0x02, 0x00];
-const HB_S3: [u8; 4] = [0x02, 0x00, 0x07, 0x00];
-const SUPPRESS_5MIN: [u8; 4] = [0x04, 0xe0, 0x93, 0x04];
-const SUPPRESS_30MIN: [u8; 4] = [0x04, 0x40, 0x77, 0x1b];
-const WR_BUTTON: [u8; 4] = [0x01, 0x20, 0x00, 0x00];
-const WR_BUTTON_SOC: [u8; 4] = [0x01, 0x20, 0x00, 0x80];
-const WR_RTC: [u8; 4] = [0x01, 0x00, 0x02, 0x00];
-const WR_SHUTDOWN: [u8; 4] = [0x01, 0x00, 0x00, 0x80];
-const WR_FORCE_S5: [u8; 4] = [0x01, 0x00, 0x00, 0xc0];
-const WR_ZERO: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+pub(crate) const HB_INIT: [u8; 4] = [0x02, 0x03, 0x00, 0x00];
+pub(crate) const HB_ACTIVE: [u8; 4] = [0x02, 0x01, 0x00, 0x00];
+pub(crate) const HB_DELAY: [u8; 4] = [0x02, 0x02, 0x00, 0x00];
+pub(crate) const HB_S5: [u8; 4] = [0x02, 0x00, 0x01, 0x00];
+pub(crate) const HB_REBOOT: [u8; 4] = [0x02, 0x00, 0x02, 0x00];
+pub(crate) const HB_S3: [u8; 4] = [0x02, 0x00, 0x07, 0x00];
+pub(crate) const SUPPRESS_5MIN: [u8; 4] = [0x04, 0xe0, 0x93, 0x04];
+pub(crate) const SUPPRESS_30MIN: [u8; 4] = [0x04, 0x40, 0x77, 0x1b];
+pub(crate) const WR_BUTTON: [u8; 4] = [0x01, 0x20, 0x00, 0x00];
+pub(crate) const WR_BUTTON_SOC: [u8; 4] = [0x01, 0x20, 0x00, 0x80];
+pub(crate) const WR_RTC: [u8; 4] = [0x01, 0x00, 0x02, 0x00];
+pub(crate) const WR_SHUTDOWN: [u8; 4] = [0x01, 0x00, 0x00, 0x80];
+pub(crate) const WR_FORCE_S5: [u8; 4] = [0x01, 0x00, 0x00, 0xc0];
+pub(crate) const WR_ZERO: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
 
 /// The IOC's end of the line: a pty master, with a symlink to the slave where sos-lcs
 /// expects its device.
-struct FakeIoc {
-    master: TTYPort,
+pub(crate) struct FakeIoc {
+    pub(crate) master: TTYPort,
     _slave: TTYPort,
     buf: Vec<u8>,
     uart: bool,
@@ -48,11 +48,15 @@ struct FakeIoc {
 }
 
 impl FakeIoc {
-    fn new(link: &Path, uart: bool) -> Self {
+    pub(crate) fn new(link: &Path, uart: bool) -> Self {
         // serialport's pair() is not thread-safe: one at a time.
         static PTY: OnceLock<Mutex<()>> = OnceLock::new();
         let _g = PTY.get_or_init(Mutex::default).lock().expect("pty lock");
         let (mut master, slave) = TTYPort::pair().expect("pty pair");
+        // serialport opens both ends without O_CLOEXEC: a process that a parallel test
+        // spawns would inherit the master and keep the line up after this end drops it.
+        mngr_ipc::sys::set_cloexec(&master).expect("FD_CLOEXEC");
+        mngr_ipc::sys::set_cloexec(&slave).expect("FD_CLOEXEC");
         master
             .set_timeout(Duration::from_millis(20))
             .expect("timeout");
@@ -68,12 +72,12 @@ impl FakeIoc {
         }
     }
 
-    fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.master.write_all(bytes).expect("write to the line");
         self.master.flush().expect("flush");
     }
 
-    fn pump(&mut self) {
+    pub(crate) fn pump(&mut self) {
         let mut b = [0u8; 256];
         match self.master.read(&mut b) {
             Ok(n) => {
@@ -97,7 +101,7 @@ impl FakeIoc {
     }
 
     /// The next 4-byte frame sos-lcs wrote.
-    fn next_frame(&mut self, timeout: Duration) -> Option<[u8; 4]> {
+    pub(crate) fn next_frame(&mut self, timeout: Duration) -> Option<[u8; 4]> {
         let deadline = Instant::now() + timeout;
         while self.buf.len() < 4 && Instant::now() < deadline {
             self.pump();
@@ -111,7 +115,7 @@ impl FakeIoc {
     }
 
     /// Reads frames until `want`; returns those before it. Panics after `timeout`.
-    fn wait_frame(&mut self, want: [u8; 4], timeout: Duration) -> Vec<[u8; 4]> {
+    pub(crate) fn wait_frame(&mut self, want: [u8; 4], timeout: Duration) -> Vec<[u8; 4]> {
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
         loop {
@@ -125,7 +129,7 @@ impl FakeIoc {
     }
 
     /// Drops what sos-lcs wrote so far.
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         let until = Instant::now() + Duration::from_millis(30);
         while Instant::now() < until {
             self.pump();
@@ -135,13 +139,13 @@ impl FakeIoc {
 }
 
 /// A test acrnd recording what sos-lcs sends it.
-struct TestAcrnd {
+pub(crate) struct TestAcrnd {
     _server: ServerThread,
-    rx: Receiver<(Body, PeerCred)>,
+    pub(crate) rx: Receiver<(Body, PeerCred)>,
 }
 
 impl TestAcrnd {
-    fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let record = move |r: &Request, call: mngr_ipc::server::Call<'_>, _: &mut ()| {
@@ -164,28 +168,28 @@ impl TestAcrnd {
         }
     }
 
-    fn next(&self) -> Body {
+    pub(crate) fn next(&self) -> Body {
         self.rx.recv_timeout(T).expect("a request from sos-lcs").0
     }
 }
 
-struct Lcs {
-    dir: TestDir,
-    procs: Procs,
-    sock: PathBuf,
-    line: PathBuf,
-    events: PathBuf,
+pub(crate) struct Lcs {
+    pub(crate) dir: TestDir,
+    pub(crate) procs: Procs,
+    pub(crate) sock: PathBuf,
+    pub(crate) line: PathBuf,
+    pub(crate) events: PathBuf,
 }
 
 impl Lcs {
-    fn dir(label: &str) -> (TestDir, PathBuf, PathBuf) {
+    pub(crate) fn dir(label: &str) -> (TestDir, PathBuf, PathBuf) {
         let dir = TestDir::new(label);
         let sock = dir.join("mngr");
         let line = dir.join("cbc-lifecycle");
         (dir, sock, line)
     }
 
-    fn spawn(
+    pub(crate) fn spawn(
         dir: TestDir,
         sock: PathBuf,
         line: PathBuf,
@@ -233,28 +237,28 @@ impl Lcs {
         }
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(&self.sock, Profile::F)
     }
 
-    fn wait_served(&self) {
+    pub(crate) fn wait_served(&self) {
         wait_for(T, "sos-lcs socket", || {
             mngr_ipc::naming::candidates(&self.sock, "sos-lcs").is_ok_and(|c| !c.is_empty())
         })
         .expect("sos-lcs serves");
     }
 
-    fn send(&self, body: Body) -> mngr_ipc::Ack {
+    pub(crate) fn send(&self, body: Body) -> mngr_ipc::Ack {
         self.client()
             .send("sos-lcs", &Request::now(body), T)
             .expect("acked")
     }
 
-    fn events(&self) -> Vec<mngr_ipc::event_log::LoggedEvent> {
+    pub(crate) fn events(&self) -> Vec<mngr_ipc::event_log::LoggedEvent> {
         mngr_ipc::event_log::read_events(&self.events).expect("event log")
     }
 
-    fn wait_state(&self, to: &str) {
+    pub(crate) fn wait_state(&self, to: &str) {
         wait_for(T, &format!("state {to}"), || {
             self.events()
                 .iter()
@@ -265,7 +269,7 @@ impl Lcs {
 }
 
 /// sos-lcs up, line open, alive (ACRND_RESUME delivered) with a test acrnd.
-fn alive(label: &str, extra: &[&str]) -> (Lcs, FakeIoc, TestAcrnd) {
+pub(crate) fn alive(label: &str, extra: &[&str]) -> (Lcs, FakeIoc, TestAcrnd) {
     let (dir, sock, line) = Lcs::dir(label);
     let acrnd = TestAcrnd::start(&sock);
     let mut ioc = FakeIoc::new(&line, false);
@@ -388,7 +392,7 @@ fn ignition_back_during_the_delay_cancels_the_shutdown() {
 }
 
 /// Arms an RTC wake-up 70000 s ahead: 1166 minutes for any send within a minute.
-fn arm_rtc(lcs: &Lcs) {
+pub(crate) fn arm_rtc(lcs: &Lcs) {
     let t = i64::try_from(epoch_now()).expect("epoch") + 70_000;
     let ack = lcs.send(Body::RtcTimer {
         vmname: b"vm1".to_vec(),
@@ -397,7 +401,7 @@ fn arm_rtc(lcs: &Lcs) {
     assert_eq!(ack.err(), Some(0));
 }
 
-const RTC_1166_MIN: [u8; 4] = [0x05, 0x8e, 0x04, 0x01];
+pub(crate) const RTC_1166_MIN: [u8; 4] = [0x05, 0x8e, 0x04, 0x01];
 
 #[test]
 fn rtc_goes_out_with_s3_heartbeats_and_before_suspend() {
@@ -589,9 +593,10 @@ fn waiting_states_are_bounded() {
     assert_eq!(forced.len(), 2, "{forced:?}");
 }
 
-#[test]
-fn suspend_returns_to_default_and_waits_for_a_fresh_reason() {
-    let (dir, sock, line) = Lcs::dir("lcs-s3cycle");
+/// sos-lcs through an S3 cycle up to its suspend command, which runs until the returned
+/// flag file exists ("the system resumed").
+fn suspending(label: &str) -> (Lcs, FakeIoc, TestAcrnd, PathBuf) {
+    let (dir, sock, line) = Lcs::dir(label);
     let acrnd = TestAcrnd::start(&sock);
     let mut ioc = FakeIoc::new(&line, false);
     let resume_flag = dir.join("resume");
@@ -618,6 +623,12 @@ fn suspend_returns_to_default_and_waits_for_a_fresh_reason() {
     ioc.send(&WR_ZERO);
     let ran = lcs.dir.join("suspend.ran");
     wait_for(T, "suspend command", || ran.exists()).expect("suspend ran");
+    (lcs, ioc, acrnd, resume_flag)
+}
+
+#[test]
+fn suspend_returns_to_default_and_waits_for_a_fresh_reason() {
+    let (lcs, mut ioc, acrnd, resume_flag) = suspending("lcs-s3cycle");
     ioc.clear();
     // While "suspended" nothing goes out.
     assert_eq!(ioc.next_frame(Duration::from_millis(3 * HB_MS)), None);
@@ -654,6 +665,35 @@ fn suspend_returns_to_default_and_waits_for_a_fresh_reason() {
             force: 0,
             timeout: 0
         }
+    );
+}
+
+/// The IOC's wake reason read before the suspend command returned (the system resumed and
+/// the IOC spoke first) is acted on when it returns, not one IOC period later.
+#[test]
+fn a_reason_read_before_the_suspend_command_returned_wakes_at_its_return() {
+    let (lcs, mut ioc, acrnd, resume_flag) = suspending("lcs-s3early");
+    ioc.send(&WR_RTC);
+    wait_for(T, "sos-lcs to read the frame", || {
+        lcs.events()
+            .iter()
+            .any(|e| e.kind == "frame.rx" && e.fields["hex"] == "01000200")
+    })
+    .expect("read");
+    ioc.clear();
+    std::fs::write(&resume_flag, b"").expect("resume");
+    // No other frame from the IOC: the one it sent is enough.
+    ioc.wait_frame(HB_ACTIVE, T);
+    assert_eq!(
+        acrnd.next(),
+        Body::AcrndResume {
+            force: 0,
+            timeout: 0
+        }
+    );
+    assert_eq!(
+        lcs.send(Body::WakeupReason).payload,
+        AckPayload::Reason(0x200)
     );
 }
 

@@ -3,5 +3,6 @@
 // The whole binary is test code; the lint is meant for unit tests inside library modules.
 #![allow(clippy::tests_outside_test_module)]
 
+mod hostile;
 mod ioc_sim;
 mod lcs;

@@ -2,6 +2,7 @@
 //! (`tests/fixtures/cbc_lifecycle.json`), and the stream reassemblers under garbage and
 //! arbitrary chunking.
 
+use acrn_tests::frames::unhex;
 use mngr_ipc::cbc::{
     Frame, Heartbeat, LinkStream, ReasonClass, RtcWake, ServiceStream, classify, decode_link,
     encode_link,
@@ -14,10 +15,7 @@ fn fixture() -> Value {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    unhex(s).unwrap_or_else(|| panic!("not hex: {s:?}"))
 }
 
 fn four(s: &str) -> [u8; 4] {

@@ -3,6 +3,7 @@
 //! give back exactly the recorded bytes. Assertions compare against the literal fixture
 //! bytes, never against bytes our codec produced.
 
+use acrn_tests::frames::unhex;
 use mngr_ipc::msg::{Ack, AckPayload, Body, MNGR_MSG_MAGIC, MsgId, Request};
 use mngr_ipc::profile::IDS_D;
 use mngr_ipc::{MSG_LEN, Profile};
@@ -20,11 +21,7 @@ struct Case {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len().is_multiple_of(2), "odd hex length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
-        .collect()
+    unhex(s).unwrap_or_else(|| panic!("not hex: {s:?}"))
 }
 
 fn load(text: &str, expected_name_len: usize) -> Vec<Case> {

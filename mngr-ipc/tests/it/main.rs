@@ -4,5 +4,6 @@
 
 mod cbc_golden;
 mod golden;
+mod hostile;
 mod props;
 mod sockets;
