@@ -260,3 +260,111 @@ pub fn wait_fds_at_most(pid: u32, fds: usize, timeout: Duration) -> usize {
     })
     .unwrap_or_else(|e| panic!("{e}: pid {pid} holds {last} descriptors, baseline {fds}"))
 }
+
+/// A daemon under attack: its name (for messages), pid and socket, and a request that must
+/// stay answered at once (it panics if it is not answered).
+#[derive(Clone, Copy)]
+pub struct Victim<'a> {
+    /// The daemon's name.
+    pub name: &'a str,
+    /// Its pid.
+    pub pid: u32,
+    /// Its socket.
+    pub path: &'a Path,
+    /// A legitimate request, sent and checked.
+    pub request: &'a (dyn Fn() + Sync),
+}
+
+impl std::fmt::Debug for Victim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Victim")
+            .field("name", &self.name)
+            .field("pid", &self.pid)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Victim<'_> {
+    fn timed(&self) -> Duration {
+        let start = Instant::now();
+        (self.request)();
+        start.elapsed()
+    }
+}
+
+/// Opens 1000 idle connections to `v` and checks that its request is still answered within
+/// `bound`, and at most ten times (+ 20 ms) as slow as before; that the server's connection
+/// cap `cap` holds (the longest idle ones were closed to admit the rest); runs `while_held`
+/// while the crowd is there, and checks that the descriptors return to their baseline once
+/// the crowd leaves. The test process's descriptor limit must allow 1000 more.
+///
+/// # Panics
+///
+/// On any of those failures.
+pub fn crowd_check(v: Victim<'_>, cap: usize, bound: Duration, while_held: impl FnOnce()) {
+    let before = median_latency(9, || (v.request)());
+    let base = footprint(v.pid);
+    let crowd = idle_crowd(v.path, 1000, Duration::from_secs(10));
+    let after = median_latency(9, || (v.request)());
+    let held = footprint(v.pid);
+    eprintln!(
+        "{} request median: {before:?} before, {after:?} with 1000 idle connections; \
+         fds {} -> {}, VmRSS {} -> {} KiB",
+        v.name, base.fds, held.fds, base.rss_kib, held.rss_kib
+    );
+    assert!(after < bound, "{after:?}");
+    assert!(
+        after <= before * 10 + Duration::from_millis(20),
+        "{after:?} vs {before:?} before"
+    );
+    assert!(held.fds <= base.fds + cap + 2, "{} fds", held.fds);
+    let closed = closed_by_server(&crowd);
+    assert!(closed >= crowd.len() - cap, "{closed} closed, cap {cap}");
+    while_held();
+    drop(crowd);
+    wait_fds_at_most(v.pid, base.fds, Duration::from_secs(10));
+}
+
+/// Half a message (of `frame`) left stalled, 1 MiB of garbage, 3000 connect / close cycles
+/// (while `v`'s request is sent over and over): the request is answered within `bound`
+/// throughout; afterwards the descriptors return to their baseline and the resident memory
+/// grew by at most `rss_growth_kib`. Warms the paths up first, so the baseline counts
+/// what they allocate once.
+///
+/// # Panics
+///
+/// On any of those failures.
+pub fn abuse_check(v: Victim<'_>, frame: &Wire, bound: Duration, rss_growth_kib: u64) {
+    let t = Duration::from_secs(10);
+    let _ = garbage(v.path, 4096, t);
+    churn(v.path, 100, t);
+    (v.request)();
+    let base = footprint(v.pid);
+    let stalled = half_message(v.path, frame, t);
+    assert!(v.timed() < bound, "with a half message");
+    let took = garbage(v.path, 1 << 20, t);
+    assert!(took < 1 << 20, "{} read a whole MiB of garbage", v.name);
+    assert!(v.timed() < bound, "after garbage");
+    std::thread::scope(|sc| {
+        let churner = sc.spawn(|| churn(v.path, 3000, t));
+        while !churner.is_finished() {
+            assert!(v.timed() < bound, "during churn");
+        }
+        churner.join().expect("churn");
+    });
+    assert!(v.timed() < bound, "after churn");
+    drop(stalled);
+    let fds = wait_fds_at_most(v.pid, base.fds, t);
+    let end = footprint(v.pid);
+    eprintln!(
+        "{} after abuse: VmRSS {} -> {} KiB, fds {} -> {fds}",
+        v.name, base.rss_kib, end.rss_kib, base.fds
+    );
+    assert!(
+        end.rss_kib <= base.rss_kib + rss_growth_kib,
+        "VmRSS {} -> {} KiB",
+        base.rss_kib,
+        end.rss_kib
+    );
+}

@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use acrn_tests::hostile::{
-    churn, closed_by_server, err_of, exchange_raw, footprint, garbage, half_message, idle_crowd,
-    median_latency, nofile_of, server_socket, wait_fds_at_most,
+    Victim, abuse_check, closed_by_server, crowd_check, err_of, exchange_raw, footprint,
+    idle_crowd, nofile_of, server_socket,
 };
 use mngr_ipc::client::Client;
 use mngr_ipc::limits::{NOFILE_WANTED, raise_nofile};
@@ -76,63 +76,33 @@ fn a_thousand_idle_connections_do_not_delay_a_request() {
     let (soft, hard) = nofile_of(pid);
     assert_eq!(soft, NOFILE_WANTED.min(hard), "acrnd RLIMIT_NOFILE");
     let path = server_socket(&s.sock, "acrnd");
-    let before = median_latency(9, || status(&s));
-    let base = footprint(pid);
-    let crowd = idle_crowd(&path, 1000, T);
-    let after = median_latency(9, || status(&s));
-    let held = footprint(pid);
-    eprintln!(
-        "acrnd CTL_STATUS median: {before:?} before, {after:?} with 1000 idle connections; \
-         fds {} -> {}, VmRSS {} -> {} KiB",
-        base.fds, held.fds, base.rss_kib, held.rss_kib
-    );
-    assert!(after < LATENCY_BOUND, "{after:?}");
-    assert!(
-        after <= before * 10 + Duration::from_millis(20),
-        "{after:?} vs {before:?} before"
-    );
+    let request = || status(&s);
+    let victim = Victim {
+        name: "acrnd",
+        pid,
+        path: &path,
+        request: &request,
+    };
     let cap = ServerConfig::new("x", "/").max_connections;
-    assert!(held.fds <= base.fds + cap + 2, "{} fds", held.fds);
-    let closed = closed_by_server(&crowd);
-    assert!(closed >= crowd.len() - cap, "{closed} closed, cap {cap}");
-    drop(crowd);
-    wait_fds_at_most(pid, base.fds, T);
+    crowd_check(victim, cap, LATENCY_BOUND, || {});
 }
 
 #[test]
 fn half_messages_garbage_and_churn_keep_it_serving_in_bounded_memory() {
     let (s, _lcs) = bare("acrnd-abuse");
-    let pid = s.procs.pid(&s.acrnd_label());
     let path = server_socket(&s.sock, "acrnd");
-    let _ = garbage(&path, 4096, T);
-    churn(&path, 100, T);
-    status(&s);
-    let base = footprint(pid);
-    let stalled = half_message(&path, &wire(Body::CtlStatus, 1), T);
-    assert!(timed(|| status(&s)) < LATENCY_BOUND, "with a half message");
-    let took = garbage(&path, 1 << 20, T);
-    assert!(took < 1 << 20, "acrnd read a whole MiB of garbage");
-    assert!(timed(|| status(&s)) < LATENCY_BOUND, "after garbage");
-    std::thread::scope(|sc| {
-        let churner = sc.spawn(|| churn(&path, 3000, T));
-        while !churner.is_finished() {
-            assert!(timed(|| status(&s)) < LATENCY_BOUND, "during churn");
-        }
-        churner.join().expect("churn");
-    });
-    assert!(timed(|| status(&s)) < LATENCY_BOUND, "after churn");
-    drop(stalled);
-    let fds = wait_fds_at_most(pid, base.fds, T);
-    let end = footprint(pid);
-    eprintln!(
-        "acrnd after abuse: VmRSS {} -> {} KiB, fds {} -> {fds}",
-        base.rss_kib, end.rss_kib, base.fds
-    );
-    assert!(
-        end.rss_kib <= base.rss_kib + RSS_GROWTH_KIB,
-        "VmRSS {} -> {} KiB",
-        base.rss_kib,
-        end.rss_kib
+    let request = || status(&s);
+    let victim = Victim {
+        name: "acrnd",
+        pid: s.procs.pid(&s.acrnd_label()),
+        path: &path,
+        request: &request,
+    };
+    abuse_check(
+        victim,
+        &wire(Body::CtlStatus, 1),
+        LATENCY_BOUND,
+        RSS_GROWTH_KIB,
     );
 }
 

@@ -8,11 +8,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use acrn_tests::hostile::{
-    churn, closed_by_server, err_of, exchange_raw, footprint, garbage, half_message, idle_crowd,
-    median_latency, nofile_of, server_socket, wait_fds_at_most,
+    Victim, abuse_check, crowd_check, err_of, exchange_raw, nofile_of, server_socket,
 };
 use acrn_tests::wait_for;
 use mngr_ipc::client::Client;
@@ -39,12 +38,6 @@ fn reason(lcs: &Lcs) {
     );
 }
 
-fn timed(f: impl FnOnce()) -> Duration {
-    let start = Instant::now();
-    f();
-    start.elapsed()
-}
-
 fn wire(body: Body, ts: u64) -> Wire {
     Profile::F
         .encode_request(&Request::new(ts, body))
@@ -60,72 +53,37 @@ fn a_thousand_idle_connections_do_not_delay_a_request() {
     let (soft, hard) = nofile_of(pid);
     assert_eq!(soft, NOFILE_WANTED.min(hard), "sos-lcs RLIMIT_NOFILE");
     let path = server_socket(&lcs.sock, "sos-lcs");
-    let before = median_latency(9, || reason(&lcs));
-    let base = footprint(pid);
-    let crowd = idle_crowd(&path, 1000, T);
-    let after = median_latency(9, || reason(&lcs));
-    let held = footprint(pid);
-    eprintln!(
-        "sos-lcs WAKEUP_REASON median: {before:?} before, {after:?} with 1000 idle connections; \
-         fds {} -> {}, VmRSS {} -> {} KiB",
-        base.fds, held.fds, base.rss_kib, held.rss_kib
-    );
-    assert!(after < LATENCY_BOUND, "{after:?}");
-    assert!(
-        after <= before * 10 + Duration::from_millis(20),
-        "{after:?} vs {before:?} before"
-    );
-    // The connection cap holds: the longest idle ones were dropped to admit the rest.
+    let request = || reason(&lcs);
+    let victim = Victim {
+        name: "sos-lcs",
+        pid,
+        path: &path,
+        request: &request,
+    };
     let cap = ServerConfig::new("x", "/").max_connections;
-    assert!(held.fds <= base.fds + cap + 2, "{} fds", held.fds);
-    let closed = closed_by_server(&crowd);
-    assert!(closed >= crowd.len() - cap, "{closed} closed, cap {cap}");
-    // The heartbeat never paused.
-    ioc.clear();
-    assert_eq!(ioc.next_frame(T), Some(HB_ACTIVE));
-    drop(crowd);
-    wait_fds_at_most(pid, base.fds, T);
+    crowd_check(victim, cap, LATENCY_BOUND, || {
+        // The heartbeat never paused.
+        ioc.clear();
+        assert_eq!(ioc.next_frame(T), Some(HB_ACTIVE));
+    });
 }
 
 #[test]
 fn half_messages_garbage_and_churn_keep_it_serving_in_bounded_memory() {
     let (lcs, mut ioc, _acrnd) = alive("lcs-abuse", &[]);
-    let pid = lcs.procs.pid("sos-lcs");
     let path = server_socket(&lcs.sock, "sos-lcs");
-    // Warm up the paths the abuse takes, then take the baseline.
-    let _ = garbage(&path, 4096, T);
-    churn(&path, 100, T);
-    reason(&lcs);
-    let base = footprint(pid);
-    let stalled = half_message(&path, &wire(Body::WakeupReason, 1), T);
-    assert!(
-        timed(|| reason(&lcs)) < LATENCY_BOUND,
-        "with a half message"
-    );
-    let took = garbage(&path, 1 << 20, T);
-    assert!(took < 1 << 20, "sos-lcs read a whole MiB of garbage");
-    assert!(timed(|| reason(&lcs)) < LATENCY_BOUND, "after garbage");
-    std::thread::scope(|s| {
-        let churner = s.spawn(|| churn(&path, 3000, T));
-        // Served meanwhile.
-        while !churner.is_finished() {
-            assert!(timed(|| reason(&lcs)) < LATENCY_BOUND, "during churn");
-        }
-        churner.join().expect("churn");
-    });
-    assert!(timed(|| reason(&lcs)) < LATENCY_BOUND, "after churn");
-    drop(stalled);
-    let fds = wait_fds_at_most(pid, base.fds, T);
-    let end = footprint(pid);
-    eprintln!(
-        "sos-lcs after abuse: VmRSS {} -> {} KiB, fds {} -> {fds}",
-        base.rss_kib, end.rss_kib, base.fds
-    );
-    assert!(
-        end.rss_kib <= base.rss_kib + RSS_GROWTH_KIB,
-        "VmRSS {} -> {} KiB",
-        base.rss_kib,
-        end.rss_kib
+    let request = || reason(&lcs);
+    let victim = Victim {
+        name: "sos-lcs",
+        pid: lcs.procs.pid("sos-lcs"),
+        path: &path,
+        request: &request,
+    };
+    abuse_check(
+        victim,
+        &wire(Body::WakeupReason, 1),
+        LATENCY_BOUND,
+        RSS_GROWTH_KIB,
     );
     ioc.clear();
     assert_eq!(ioc.next_frame(T), Some(HB_ACTIVE));
