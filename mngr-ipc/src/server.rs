@@ -40,8 +40,8 @@ use crate::runtime::{EventLoop, LoopHandle, Notifier, Ops, Subscriber, TimerId};
 const ACCEPT_BATCH: usize = 32;
 /// Reads of one connection per readiness event.
 const READ_BUDGET: usize = 16;
-/// When accept fails for want of descriptors or memory and no connection can be closed to
-/// make room, the next try.
+/// When accept fails (out of descriptors with no connection to close, out of memory), the
+/// next try: the connections left in the backlog raise no new event.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Whether an accept error means the process (or system) is out of descriptors.
@@ -393,8 +393,8 @@ impl Disposition {
     }
 }
 
-/// Decides what a server of `profile` whose handlers cover the ids `handled` accepts
-/// does with `frame`. Pure: the server's every answer that needs no handler comes from here.
+/// What a server of `profile` does with `frame`, `handled` telling which ids have a
+/// handler. Pure: every answer the server gives without a handler comes from here.
 pub fn triage(profile: Profile, frame: &Wire, handled: impl Fn(MsgId) -> bool) -> Disposition {
     let header = codec::peek_header(frame).expect("a Wire is MSG_LEN bytes");
     if !header.has_magic() {
@@ -526,7 +526,12 @@ impl<C> IpcServer<C> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Interrupted, or a peer that gave up before we accepted: go on.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
                 Err(e) if out_of_descriptors(&e) && self.evict_idlest(ops) => {
                     log::warn!(
                         "{}: accept failed ({e}); closed the connection idle the longest to make room",
