@@ -15,12 +15,11 @@
 //!   connected to its known socket path, i.e. `Client::send` minus the directory lookup.
 
 use acrn_tests::echo::EchoServer;
-use acrn_tests::measure::{env_is_1, percentile, print_machine};
+use acrn_tests::measure::{Burst, burst, env_is_1, percentile, print_machine};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use mngr_ipc::client::{self, Client};
@@ -208,72 +207,7 @@ fn measure_latency(targets: &[Target], counts: Counts) -> Vec<Latency> {
 }
 
 /// One throughput round: `clients` threads, released together by a barrier.
-#[derive(Debug, Clone)]
-struct Round {
-    ok: usize,
-    errors: usize,
-    elapsed: Duration,
-    first_error: Option<String>,
-}
-
-impl Round {
-    fn rate(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-fn throughput_round(target: &Target, clients: usize, total: usize) -> Round {
-    let per_client = total.div_ceil(clients).max(1);
-    let barrier = Arc::new(Barrier::new(clients));
-    let threads: Vec<_> = (0..clients)
-        .map(|i| {
-            let target = target.clone();
-            let barrier = Arc::clone(&barrier);
-            std::thread::Builder::new()
-                .name(format!("client-{i}"))
-                .spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    let mut ok = 0;
-                    let mut errors = 0;
-                    let mut first_error = None;
-                    for _ in 0..per_client {
-                        match target.request() {
-                            Ok(()) => ok += 1,
-                            Err(e) => {
-                                errors += 1;
-                                first_error.get_or_insert(e);
-                            }
-                        }
-                    }
-                    (start, Instant::now(), ok, errors, first_error)
-                })
-                .expect("spawn a client thread")
-        })
-        .collect();
-    let mut round = Round {
-        ok: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        first_error: None,
-    };
-    let mut first_start: Option<Instant> = None;
-    let mut last_end: Option<Instant> = None;
-    for t in threads {
-        let (start, end, ok, errors, first_error) = t.join().expect("client thread panicked");
-        first_start = Some(first_start.map_or(start, |s| s.min(start)));
-        last_end = Some(last_end.map_or(end, |e| e.max(end)));
-        round.ok += ok;
-        round.errors += errors;
-        if round.first_error.is_none() {
-            round.first_error = first_error;
-        }
-    }
-    if let (Some(s), Some(e)) = (first_start, last_end) {
-        round.elapsed = e.duration_since(s).max(Duration::from_nanos(1));
-    }
-    round
-}
+type Round = Burst;
 
 /// The throughput of one (server, concurrency): every round, and the median one.
 #[derive(Debug, Clone)]
@@ -371,9 +305,10 @@ fn run(counts: Counts) -> Results {
         // Alternate the servers round by round so drift affects both alike.
         for _ in 0..counts.rounds {
             for (i, t) in targets.iter().enumerate() {
-                per_target[i]
-                    .rounds
-                    .push(throughput_round(t, clients, counts.throughput));
+                per_target[i].rounds.push({
+                    let t = t.clone();
+                    burst(clients, counts.throughput, move || t.request())
+                });
             }
         }
         for (t, tp) in targets.iter().zip(&per_target) {

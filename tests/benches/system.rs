@@ -23,8 +23,8 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -406,54 +406,6 @@ impl Load {
 // ---------------------------------------------------------------------------------------
 // ipc
 
-/// One round of `total` requests shared by `clients` threads released together; returns
-/// (requests/s, errors, first error).
-fn throughput_round(target: &Target, clients: usize, total: usize) -> (f64, usize, Option<String>) {
-    let per_client = total.div_ceil(clients).max(1);
-    let barrier = Arc::new(Barrier::new(clients));
-    let threads: Vec<_> = (0..clients)
-        .map(|i| {
-            let target = target.clone();
-            let barrier = Arc::clone(&barrier);
-            std::thread::Builder::new()
-                .name(format!("client-{i}"))
-                .spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    let (mut ok, mut errors, mut first) = (0usize, 0usize, None);
-                    for _ in 0..per_client {
-                        match target.request() {
-                            Ok(()) => ok += 1,
-                            Err(e) => {
-                                errors += 1;
-                                first.get_or_insert(e);
-                            }
-                        }
-                    }
-                    (start, Instant::now(), ok, errors, first)
-                })
-                .expect("spawn a client thread")
-        })
-        .collect();
-    let (mut ok, mut errors, mut first_err) = (0, 0, None);
-    let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
-    for t in threads {
-        let (s, e, o, er, f) = t.join().expect("client thread");
-        first = Some(first.map_or(s, |x| x.min(s)));
-        last = Some(last.map_or(e, |x| x.max(e)));
-        ok += o;
-        errors += er;
-        if first_err.is_none() {
-            first_err = f;
-        }
-    }
-    let secs = match (first, last) {
-        (Some(s), Some(e)) => e.duration_since(s).as_secs_f64().max(1e-9),
-        _ => 1.0,
-    };
-    (ok as f64 / secs, errors, first_err)
-}
-
 fn part_ipc(o: &Opts) -> Vec<Row> {
     let mut timing = Timing::fast();
     timing.heartbeat_ms = 1000;
@@ -494,7 +446,9 @@ fn part_ipc(o: &Opts) -> Vec<Row> {
     for &c in &CONCURRENCY {
         for _ in 0..o.ipc_rounds {
             for (i, t) in targets.iter().enumerate() {
-                let (r, e, f) = throughput_round(t, c, o.ipc_total);
+                let t = t.clone();
+                let b = measure::burst(c, o.ipc_total, move || t.request());
+                let (r, e, f) = (b.rate(), b.errors, b.first_error);
                 rates.entry((i, c)).or_default().push(r);
                 let slot = terr.entry((i, c)).or_insert((0, None));
                 slot.0 += e;

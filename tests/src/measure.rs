@@ -345,3 +345,87 @@ mod tests {
         assert!(machine().starts_with("machine: nproc"));
     }
 }
+
+/// One round of concurrent requests: what [`burst`] returns.
+#[derive(Debug, Clone)]
+pub struct Burst {
+    /// Requests answered.
+    pub ok: usize,
+    /// Requests failed.
+    pub errors: usize,
+    /// From the first client's start to the last client's end.
+    pub elapsed: std::time::Duration,
+    /// The first error any client saw.
+    pub first_error: Option<String>,
+}
+
+impl Burst {
+    /// Requests answered per second.
+    #[must_use]
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// `total` calls of `request` shared by `clients` threads (named `client-<i>`) released
+/// together by a barrier.
+///
+/// # Panics
+///
+/// If a thread cannot be started or panics.
+pub fn burst(
+    clients: usize,
+    total: usize,
+    request: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+) -> Burst {
+    use std::sync::{Arc, Barrier};
+    use std::time::Instant;
+    let clients = clients.max(1);
+    let per_client = total.div_ceil(clients).max(1);
+    let barrier = Arc::new(Barrier::new(clients));
+    let request = Arc::new(request);
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (barrier, request) = (Arc::clone(&barrier), Arc::clone(&request));
+            std::thread::Builder::new()
+                .name(format!("client-{i}"))
+                .spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let (mut ok, mut errors, mut first) = (0usize, 0usize, None);
+                    for _ in 0..per_client {
+                        match request() {
+                            Ok(()) => ok += 1,
+                            Err(e) => {
+                                errors += 1;
+                                first.get_or_insert(e);
+                            }
+                        }
+                    }
+                    (start, Instant::now(), ok, errors, first)
+                })
+                .expect("spawn a client thread")
+        })
+        .collect();
+    let mut out = Burst {
+        ok: 0,
+        errors: 0,
+        elapsed: std::time::Duration::ZERO,
+        first_error: None,
+    };
+    let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
+    for t in threads {
+        let (s, e, ok, errors, f) = t.join().expect("client thread");
+        first = Some(first.map_or(s, |x| x.min(s)));
+        last = Some(last.map_or(e, |x| x.max(e)));
+        out.ok += ok;
+        out.errors += errors;
+        if out.first_error.is_none() {
+            out.first_error = f;
+        }
+    }
+    if let (Some(s), Some(e)) = (first, last) {
+        out.elapsed = e.duration_since(s);
+    }
+    out
+}
