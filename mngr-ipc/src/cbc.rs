@@ -300,6 +300,19 @@ fn le24(v: u32) -> Result<[u8; 3], CbcError> {
 }
 
 impl Frame {
+    /// The frame's one name, in logs and event logs of every program of the suite:
+    /// `reason`, `heartbeat.<name>`, `boot-selector`, `suppress`, `rtc`, `logic-mode`.
+    pub fn name(&self) -> String {
+        match self {
+            Frame::WakeupReason(_) => "reason".to_owned(),
+            Frame::Heartbeat(h) => format!("heartbeat.{}", h.name()),
+            Frame::BootSelector(_) => "boot-selector".to_owned(),
+            Frame::SuppressHeartbeat { .. } => "suppress".to_owned(),
+            Frame::Rtc(_) => "rtc".to_owned(),
+            Frame::LogicMode(_) => "logic-mode".to_owned(),
+        }
+    }
+
     /// The service header byte.
     pub fn header(&self) -> u8 {
         match self {

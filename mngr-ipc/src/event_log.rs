@@ -176,9 +176,25 @@ pub fn read_events(path: &Path) -> io::Result<Vec<LoggedEvent>> {
     Ok(out)
 }
 
+/// Bytes as the event logs write them: lower-case hex without separators (`012000c0`).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lower_case_without_separators() {
+        assert_eq!(hex(&[0x01, 0x20, 0x00, 0xc0]), "012000c0");
+        assert_eq!(hex(&[]), "");
+    }
     use serde_json::json;
 
     #[test]

@@ -13,6 +13,7 @@
 //! * [`limits`]: the resource limits a daemon raises at start-up (open files).
 //! * [`line`](mod@line): the IOC lifecycle line (CBC char device or UART) and its framing.
 //! * [`event_log`]: the JSON-lines event log every binary offers with `--event-log`.
+//! * [`vocabulary`]: the suite's words, once: server names, the VM-name rule, status phases.
 //!
 //! A daemon serves requests from its own loop:
 //!
@@ -50,6 +51,7 @@ pub mod profile;
 pub mod runtime;
 pub mod server;
 pub mod sys;
+pub mod vocabulary;
 
 pub use codec::{CodecError, MSG_LEN, Wire};
 pub use msg::{Ack, AckPayload, Body, MsgId, Request, StopTarget};

@@ -87,130 +87,93 @@ pub mod vm_state {
     pub const SUSPENDING: i32 = 8;
 }
 
-/// Logical message ids. The wire number of each depends on the ABI profile.
-///
-/// Not `#[repr(u32)]`: the C enum was renumbered between releases, so the numbers live in
-/// each profile's id table ([`crate::Profile`]), not here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MsgId {
+/// Defines [`MsgId`], its [`MsgId::ALL`] and its names from one list, so that an id cannot
+/// be left out of `ALL` (the hostile and property tests iterate it).
+macro_rules! msg_ids {
+    ($($(#[$doc:meta])* $id:ident => $name:literal,)+) => {
+        /// Logical message ids. The wire number of each depends on the ABI profile.
+        ///
+        /// Not `#[repr(u32)]`: the C enum was renumbered between releases, so the numbers live in
+        /// each profile's id table ([`crate::Profile`]), not here.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum MsgId {
+            $($(#[$doc])* $id,)+
+        }
+
+        impl MsgId {
+            /// Every logical id, in wire order of profile D (the most complete C table), then
+            /// the extensions. Made from the same list as the enum: it cannot miss one.
+            pub const ALL: [MsgId; MsgId::COUNT] = [$(MsgId::$id,)+];
+
+            /// How many ids there are.
+            pub const COUNT: usize = [$(stringify!($id),)+].len();
+
+            /// The C name of the id (`DM_STOP`), or the suite's name for an extension.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(MsgId::$id => $name,)+
+                }
+            }
+        }
+    };
+}
+
+msg_ids! {
     /// `MSG_STR`: a string in the union; no C program uses it.
-    MsgStr,
+    MsgStr => "MSG_STR",
     /// `DM_STOP`: stop a VM (acrnd / acrnctl to a device model).
-    DmStop,
+    DmStop => "DM_STOP",
     /// `DM_SUSPEND`: suspend a VM.
-    DmSuspend,
+    DmSuspend => "DM_SUSPEND",
     /// `DM_RESUME`: resume a VM with a wakeup reason.
-    DmResume,
+    DmResume => "DM_RESUME",
     /// `DM_PAUSE` (profiles A to D only; never implemented by any device model).
-    DmPause,
+    DmPause => "DM_PAUSE",
     /// `DM_CONTINUE` (profiles A to D only; never implemented by any device model).
-    DmContinue,
+    DmContinue => "DM_CONTINUE",
     /// `DM_QUERY`: ask a device model for its suspend mode.
-    DmQuery,
+    DmQuery => "DM_QUERY",
     /// `DM_BLKRESCAN`: rescan a virtio-blk backend (`slot,path`).
-    DmBlkrescan,
+    DmBlkrescan => "DM_BLKRESCAN",
     /// `ACRND_TIMER`: a device model asks acrnd to wake its VM in `t` seconds.
-    AcrndTimer,
+    AcrndTimer => "ACRND_TIMER",
     /// `ACRND_REASON`: ask acrnd for the current wakeup reason (no C handler existed).
-    AcrndReason,
+    AcrndReason => "ACRND_REASON",
     /// `DM_NOTIFY`: a device model tells acrnd its state changed (suite-defined payload).
-    DmNotify,
+    DmNotify => "DM_NOTIFY",
     /// `ACRND_STOP`: the lifecycle service asks acrnd to stop or suspend all VMs.
-    AcrndStop,
+    AcrndStop => "ACRND_STOP",
     /// `ACRND_RESUME`: the lifecycle service tells acrnd the system is alive again.
-    AcrndResume,
+    AcrndResume => "ACRND_RESUME",
     /// `ACRND_SUSPEND`: suspend all VMs (no C sender or handler existed).
-    AcrndSuspend,
+    AcrndSuspend => "ACRND_SUSPEND",
     /// `WAKEUP_REASON`: ask the lifecycle service for the latched wakeup reason.
-    WakeupReason,
+    WakeupReason => "WAKEUP_REASON",
     /// `RTC_TIMER`: program the IOC's RTC wake-up (absolute epoch seconds).
-    RtcTimer,
+    RtcTimer => "RTC_TIMER",
     /// `SUSPEND`: acrnd reports that all VMs are suspended (or refuses with `err != 0`).
-    Suspend,
+    Suspend => "SUSPEND",
     /// `SHUTDOWN`: acrnd reports that all VMs are stopped (or refuses with `err != 0`).
-    Shutdown,
+    Shutdown => "SHUTDOWN",
     /// `REBOOT`: reboot the system (or refuse with `err != 0`).
-    Reboot,
+    Reboot => "REBOOT",
     /// Suite extension: list VMs with their states (paged).
-    CtlList,
+    CtlList => "CTL_LIST",
     /// Suite extension: start a VM.
-    CtlStart,
+    CtlStart => "CTL_START",
     /// Suite extension: stop a VM.
-    CtlStop,
+    CtlStop => "CTL_STOP",
     /// Suite extension: suspend a VM.
-    CtlSuspend,
+    CtlSuspend => "CTL_SUSPEND",
     /// Suite extension: resume a VM.
-    CtlResume,
+    CtlResume => "CTL_RESUME",
     /// Suite extension: list the pending RTC wake-up timers (paged).
-    CtlTimers,
+    CtlTimers => "CTL_TIMERS",
     /// Suite extension: acrnd's status.
-    CtlStatus,
+    CtlStatus => "CTL_STATUS",
 }
 
 impl MsgId {
-    /// Every logical id, in wire order of profile D (the most complete C table), then the
-    /// extensions.
-    pub const ALL: [MsgId; 26] = [
-        MsgId::MsgStr,
-        MsgId::DmStop,
-        MsgId::DmSuspend,
-        MsgId::DmResume,
-        MsgId::DmPause,
-        MsgId::DmContinue,
-        MsgId::DmQuery,
-        MsgId::DmBlkrescan,
-        MsgId::AcrndTimer,
-        MsgId::AcrndReason,
-        MsgId::DmNotify,
-        MsgId::AcrndStop,
-        MsgId::AcrndResume,
-        MsgId::AcrndSuspend,
-        MsgId::WakeupReason,
-        MsgId::RtcTimer,
-        MsgId::Suspend,
-        MsgId::Shutdown,
-        MsgId::Reboot,
-        MsgId::CtlList,
-        MsgId::CtlStart,
-        MsgId::CtlStop,
-        MsgId::CtlSuspend,
-        MsgId::CtlResume,
-        MsgId::CtlTimers,
-        MsgId::CtlStatus,
-    ];
-
-    /// The C name of the id (`DM_STOP`), or the suite's name for an extension.
-    pub fn name(self) -> &'static str {
-        match self {
-            MsgId::MsgStr => "MSG_STR",
-            MsgId::DmStop => "DM_STOP",
-            MsgId::DmSuspend => "DM_SUSPEND",
-            MsgId::DmResume => "DM_RESUME",
-            MsgId::DmPause => "DM_PAUSE",
-            MsgId::DmContinue => "DM_CONTINUE",
-            MsgId::DmQuery => "DM_QUERY",
-            MsgId::DmBlkrescan => "DM_BLKRESCAN",
-            MsgId::AcrndTimer => "ACRND_TIMER",
-            MsgId::AcrndReason => "ACRND_REASON",
-            MsgId::DmNotify => "DM_NOTIFY",
-            MsgId::AcrndStop => "ACRND_STOP",
-            MsgId::AcrndResume => "ACRND_RESUME",
-            MsgId::AcrndSuspend => "ACRND_SUSPEND",
-            MsgId::WakeupReason => "WAKEUP_REASON",
-            MsgId::RtcTimer => "RTC_TIMER",
-            MsgId::Suspend => "SUSPEND",
-            MsgId::Shutdown => "SHUTDOWN",
-            MsgId::Reboot => "REBOOT",
-            MsgId::CtlList => "CTL_LIST",
-            MsgId::CtlStart => "CTL_START",
-            MsgId::CtlStop => "CTL_STOP",
-            MsgId::CtlSuspend => "CTL_SUSPEND",
-            MsgId::CtlResume => "CTL_RESUME",
-            MsgId::CtlTimers => "CTL_TIMERS",
-            MsgId::CtlStatus => "CTL_STATUS",
-        }
-    }
-
     /// Looks an id up by its C (or extension) name.
     pub fn from_name(name: &str) -> Option<MsgId> {
         MsgId::ALL.into_iter().find(|id| id.name() == name)
@@ -285,9 +248,69 @@ impl StopTarget {
     }
 }
 
-/// The meaning of a request: one variant per id, with the fields its receiver reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Body {
+/// Defines [`Body`] (one variant per id, with the fields its receiver reads), the typed body
+/// of each id in [`body`] and the conversions between them, from one list.
+macro_rules! bodies {
+    ($(
+        $(#[$doc:meta])*
+        $id:ident $({ $($(#[$fdoc:meta])* $field:ident : $ty:ty,)* })?,
+    )+) => {
+        /// The meaning of a request: one variant per id, with the fields its receiver reads.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Body {
+            $($(#[$doc])* $id $({ $($(#[$fdoc])* $field: $ty,)* })?,)+
+        }
+
+        impl Body {
+            /// The id of this request.
+            pub fn id(&self) -> MsgId {
+                match self {
+                    $(Body::$id { .. } => MsgId::$id,)+
+                }
+            }
+        }
+
+        /// The typed body of each id: what a handler registered for that id receives
+        /// ([`crate::server::Handlers`]), so no handler matches on [`Body`].
+        pub mod body {
+            use super::{Body, MsgId, StopTarget, TypedBody};
+            $(
+                $(#[$doc])*
+                #[derive(Debug, Clone, PartialEq, Eq)]
+                pub struct $id { $($($(#[$fdoc])* pub $field: $ty,)*)? }
+
+                impl TypedBody for $id {
+                    const ID: MsgId = MsgId::$id;
+
+                    fn from_body(body: Body) -> Result<Self, Body> {
+                        match body {
+                            Body::$id $({ $($field,)* })? => Ok($id { $($($field,)*)? }),
+                            other => Err(other),
+                        }
+                    }
+                }
+
+                impl From<$id> for Body {
+                    fn from(b: $id) -> Body {
+                        let $id { $($($field,)*)? } = b;
+                        Body::$id $({ $($field,)* })?
+                    }
+                }
+            )+
+        }
+    };
+}
+
+/// The typed body of one id (a struct of [`body`]).
+pub trait TypedBody: Sized + Into<Body> {
+    /// The id whose body this is.
+    const ID: MsgId;
+
+    /// The typed body, or the body back if it is another id's.
+    fn from_body(body: Body) -> Result<Self, Body>;
+}
+
+bodies! {
     /// `MSG_STR`: a NUL-terminated string in the union.
     MsgStr {
         /// The string (at most 255 bytes).
@@ -421,40 +444,6 @@ pub enum Body {
     },
     /// Extension `CTL_STATUS`.
     CtlStatus,
-}
-
-impl Body {
-    /// The id of this request.
-    pub fn id(&self) -> MsgId {
-        match self {
-            Body::MsgStr { .. } => MsgId::MsgStr,
-            Body::DmStop { .. } => MsgId::DmStop,
-            Body::DmSuspend => MsgId::DmSuspend,
-            Body::DmResume { .. } => MsgId::DmResume,
-            Body::DmPause => MsgId::DmPause,
-            Body::DmContinue => MsgId::DmContinue,
-            Body::DmQuery => MsgId::DmQuery,
-            Body::DmBlkrescan { .. } => MsgId::DmBlkrescan,
-            Body::AcrndTimer { .. } => MsgId::AcrndTimer,
-            Body::AcrndReason { .. } => MsgId::AcrndReason,
-            Body::DmNotify { .. } => MsgId::DmNotify,
-            Body::AcrndStop { .. } => MsgId::AcrndStop,
-            Body::AcrndResume { .. } => MsgId::AcrndResume,
-            Body::AcrndSuspend { .. } => MsgId::AcrndSuspend,
-            Body::WakeupReason => MsgId::WakeupReason,
-            Body::RtcTimer { .. } => MsgId::RtcTimer,
-            Body::Suspend { .. } => MsgId::Suspend,
-            Body::Shutdown { .. } => MsgId::Shutdown,
-            Body::Reboot { .. } => MsgId::Reboot,
-            Body::CtlList { .. } => MsgId::CtlList,
-            Body::CtlStart { .. } => MsgId::CtlStart,
-            Body::CtlStop { .. } => MsgId::CtlStop,
-            Body::CtlSuspend { .. } => MsgId::CtlSuspend,
-            Body::CtlResume { .. } => MsgId::CtlResume,
-            Body::CtlTimers { .. } => MsgId::CtlTimers,
-            Body::CtlStatus => MsgId::CtlStatus,
-        }
-    }
 }
 
 /// Union bytes a message does not interpret, kept so that re-encoding is faithful.

@@ -61,10 +61,7 @@ pub enum NamingError {
     },
 }
 
-/// The name a device model's monitor serves for VM `vm`.
-pub fn monitor_name(vm: &str) -> String {
-    format!("{vm}.monitor")
-}
+pub use crate::vocabulary::monitor_name;
 
 /// Checks a server name: non-empty, no `/`, no NUL.
 pub fn validate_name(name: &str) -> Result<(), NamingError> {
