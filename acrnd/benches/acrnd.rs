@@ -44,7 +44,7 @@ use mngr_ipc::client::Client;
 use mngr_ipc::event_log::{LoggedEvent, monotonic_ns};
 use mngr_ipc::msg::{AckPayload, Body, MsgId, Request, StopTarget, VmEntry, err, vm_state};
 use mngr_ipc::naming::{candidates, monitor_name};
-use mngr_ipc::server::{Handlers, ServerConfig, ServerThread, spawn_server};
+use mngr_ipc::server::{Access, Handlers, ServerConfig, ServerThread, spawn_server};
 use mngr_ipc::{MSG_LEN, Profile};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -99,7 +99,7 @@ impl Lcs {
     fn start(sock: &Path) -> Self {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
-        let h = Handlers::new().fallback(move |req: &Request, call, _: &mut ()| {
+        let h = Handlers::new().fallback(Access::Open, move |req: &Request, call, _: &mut ()| {
             let t = monotonic_ns();
             let _ = tx
                 .lock()

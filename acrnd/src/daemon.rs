@@ -34,9 +34,9 @@ use mngr_ipc::msg::{
     VmPage, epoch_now, err, suspend_mode,
 };
 use mngr_ipc::naming::monitor_name;
-use mngr_ipc::runtime::{EventLoop, Notifier, Ops, SignalSubscriber, Subscriber, TimerId};
+use mngr_ipc::runtime::{EventLoop, Notifier, Ops, SignalSubscriber, Subscriber};
 use mngr_ipc::server::{
-    Call, DeferredAck, Handlers, IpcServer, PeerCred, Reply, ServerConfig, ServerError,
+    Access, Call, DeferredAck, Handlers, IpcServer, PeerCred, Reply, ServerConfig, ServerError,
 };
 use serde_json::json;
 use thiserror::Error;
@@ -176,7 +176,6 @@ struct StopAll {
     target: StopTarget,
     force: bool,
     started: Instant,
-    deadline: Option<TimerId>,
     forcing: bool,
 }
 
@@ -596,26 +595,26 @@ impl Acrnd {
 
 fn handlers() -> Handlers<Acrnd> {
     Handlers::new()
-        .on(MsgId::AcrndTimer, |r, c, s: &mut Acrnd| {
+        .on(MsgId::AcrndTimer, Access::Open, |r, c, s: &mut Acrnd| {
             s.on_timer_request(r, c)
         })
-        .on(MsgId::AcrndReason, |r, c, s: &mut Acrnd| {
+        .on(MsgId::AcrndReason, Access::Open, |r, c, s: &mut Acrnd| {
             s.note(r, &c.peer());
             c.ack(AckPayload::Reason(s.reason))
         })
-        .on(MsgId::DmNotify, |r, c, s: &mut Acrnd| s.on_notify(r, c))
-        .on(MsgId::AcrndStop, |r, c, s: &mut Acrnd| s.on_stop(r, c))
-        .on(MsgId::AcrndSuspend, |r, c, s: &mut Acrnd| {
+        .on(MsgId::DmNotify, Access::Open, |r, c, s: &mut Acrnd| s.on_notify(r, c))
+        .on(MsgId::AcrndStop, Access::Open, |r, c, s: &mut Acrnd| s.on_stop(r, c))
+        .on(MsgId::AcrndSuspend, Access::Open, |r, c, s: &mut Acrnd| {
             s.on_suspend_all(r, c)
         })
-        .on(MsgId::AcrndResume, |r, c, s: &mut Acrnd| s.on_resume(r, c))
-        .on(MsgId::CtlList, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlTimers, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlStatus, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlStart, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlStop, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlSuspend, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlResume, |r, c, s: &mut Acrnd| s.ctl(r, c))
+        .on(MsgId::AcrndResume, Access::Open, |r, c, s: &mut Acrnd| s.on_resume(r, c))
+        .on(MsgId::CtlList, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
+        .on(MsgId::CtlTimers, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
+        .on(MsgId::CtlStatus, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
+        .on(MsgId::CtlStart, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
+        .on(MsgId::CtlStop, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
+        .on(MsgId::CtlSuspend, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
+        .on(MsgId::CtlResume, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
 }
 
 /// The subscriber that owns timers, watches and workers.
@@ -625,12 +624,6 @@ struct Core {
     done_rx: Receiver<Done>,
     persist_tx: Sender<PersistJob>,
     notifier: Option<Notifier>,
-    boot_timer: Option<TimerId>,
-    wake_timer: Option<TimerId>,
-    poll_timer: Option<TimerId>,
-    start_timer: Option<TimerId>,
-    kill_timer: Option<TimerId>,
-    watchdog_timer: Option<TimerId>,
     asked_intent: bool,
     watches: HashMap<Token, String>,
     last_start: Option<Instant>,
@@ -732,7 +725,7 @@ impl Core {
         vm: &str,
         reason: u32,
         reply: Option<DeferredAck>,
-        ops: &mut Ops<'_, Acrnd>,
+        ops: &mut Ops<'_, Acrnd, Core>,
     ) {
         let Some(spec) = s.vms.get(vm).and_then(|v| v.spec.clone()) else {
             if let Some(d) = reply {
@@ -773,7 +766,7 @@ impl Core {
     }
 
     /// Watches the device-model process of `vm` through a pidfd.
-    fn watch(&mut self, s: &mut Acrnd, vm: &str, pid: u32, ops: &mut Ops<'_, Acrnd>) {
+    fn watch(&mut self, s: &mut Acrnd, vm: &str, pid: u32, ops: &mut Ops<'_, Acrnd, Core>) {
         let Some(v) = s.vms.get_mut(vm) else { return };
         if let Some((f, t)) = v.watch.take() {
             ops.deregister(&mut SourceFd(&f.as_raw_fd()), t);
@@ -795,7 +788,7 @@ impl Core {
     }
 
     /// The device model of `vm` exited.
-    fn exited(&mut self, s: &mut Acrnd, vm: &str, ops: &mut Ops<'_, Acrnd>) {
+    fn exited(&mut self, s: &mut Acrnd, vm: &str, ops: &mut Ops<'_, Acrnd, Core>) {
         let Some(v) = s.vms.get_mut(vm) else { return };
         if let Some((f, t)) = v.watch.take() {
             ops.deregister(&mut SourceFd(&f.as_raw_fd()), t);
@@ -820,19 +813,19 @@ impl Core {
         self.pump_starts(s, ops);
     }
 
-    fn ensure_poll(&mut self, s: &Acrnd, ops: &mut Ops<'_, Acrnd>) {
+    fn ensure_poll(&mut self, s: &Acrnd, ops: &mut Ops<'_, Acrnd, Core>) {
         let transitional = s.vms.values().any(|v| {
             matches!(
                 v.state,
                 VmState::Starting | VmState::Stopping | VmState::Suspending
             )
         });
-        if transitional && self.poll_timer.is_none() {
-            self.poll_timer = Some(ops.arm_after(s.cfg.poll));
+        if transitional && !ops.is_armed(&CoreTimer::Poll) {
+            ops.arm_after(CoreTimer::Poll, s.cfg.poll);
         }
     }
 
-    fn poll_transitions(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd>) {
+    fn poll_transitions(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd, Core>) {
         let due: Vec<String> = s
             .vms
             .iter_mut()
@@ -854,7 +847,7 @@ impl Core {
         self.ensure_poll(s, ops);
     }
 
-    fn pump_starts(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd>) {
+    fn pump_starts(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd, Core>) {
         if s.stop_all.is_some() || s.terminating.is_some() {
             return;
         }
@@ -870,9 +863,7 @@ impl Core {
             if let Some(last) = self.last_start {
                 let next = last + s.cfg.start_delay;
                 if Instant::now() < next {
-                    if self.start_timer.is_none() {
-                        self.start_timer = Some(ops.arm_at(next));
-                    }
+                    ops.arm_unless_armed(CoreTimer::Start, next);
                     return;
                 }
             }
@@ -894,7 +885,7 @@ impl Core {
 
     /// Re-attaches to the device models found running (the VM table was filled before the
     /// socket was bound), then asks why the system woke.
-    fn boot(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd>) {
+    fn boot(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd, Core>) {
         let live: Vec<(String, u32)> = s
             .vms
             .iter()
@@ -913,7 +904,7 @@ impl Core {
     }
 
     /// Timers due now: launch or resume their VMs (unless a power transition runs).
-    fn fire_timers(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd>) {
+    fn fire_timers(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd, Core>) {
         if s.timers_held() {
             return;
         }
@@ -951,10 +942,8 @@ impl Core {
         });
     }
 
-    fn rearm(&mut self, s: &Acrnd, ops: &mut Ops<'_, Acrnd>) {
-        if let Some(t) = self.wake_timer.take() {
-            ops.cancel(t);
-        }
+    fn rearm(&mut self, s: &Acrnd, ops: &mut Ops<'_, Acrnd, Core>) {
+        ops.cancel(&CoreTimer::Wake);
         let now = now_epoch();
         // While timers are held, a due one waits for the resume (which fires it): arming it
         // would only spin the loop.
@@ -965,7 +954,7 @@ impl Core {
         };
         if let Some(when) = next {
             let delay = when.saturating_sub(now);
-            self.wake_timer = Some(ops.arm_after(Duration::from_secs(delay)));
+            ops.arm_after(CoreTimer::Wake, Duration::from_secs(delay));
         }
     }
 
@@ -974,7 +963,7 @@ impl Core {
         s: &mut Acrnd,
         why: ReasonFor,
         reason: Option<u32>,
-        ops: &mut Ops<'_, Acrnd>,
+        ops: &mut Ops<'_, Acrnd, Core>,
     ) {
         // The system is up again: timers may fire.
         s.held = false;
@@ -1050,7 +1039,7 @@ impl Core {
         kind: DmKind,
         reply: Option<DeferredAck>,
         result: Result<Ack, ClientError>,
-        ops: &mut Ops<'_, Acrnd>,
+        ops: &mut Ops<'_, Acrnd, Core>,
     ) {
         if kind == DmKind::Query {
             let mut stale = false;
@@ -1115,7 +1104,7 @@ impl Core {
         target: StopTarget,
         force: bool,
         timeout: Duration,
-        ops: &mut Ops<'_, Acrnd>,
+        ops: &mut Ops<'_, Acrnd, Core>,
     ) {
         log::info!("Stop-all: target {target:?}, force {force}, within {timeout:?}");
         s.log.emit(
@@ -1127,12 +1116,11 @@ impl Core {
             _ => Phase::Stopping,
         };
         s.start_queue.clear();
-        let deadline = Some(ops.arm_after(timeout));
+        ops.arm_after(CoreTimer::Deadline, timeout);
         s.stop_all = Some(StopAll {
             target,
             force,
             started: Instant::now(),
-            deadline,
             forcing: false,
         });
         let running: Vec<String> = s
@@ -1161,7 +1149,7 @@ impl Core {
     }
 
     /// Completes a stop-all as soon as every VM has reached a final state.
-    fn check(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd>) {
+    fn check(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd, Core>) {
         let states: Vec<VmState> = s.vms.values().map(|v| v.state).collect();
         let Some(report) = completion(&states) else {
             return;
@@ -1169,12 +1157,8 @@ impl Core {
         let Some(stop) = s.stop_all.take() else {
             return;
         };
-        if let Some(t) = stop.deadline {
-            ops.cancel(t);
-        }
-        if let Some(t) = self.kill_timer.take() {
-            ops.cancel(t);
-        }
+        ops.cancel(&CoreTimer::Deadline);
+        ops.cancel(&CoreTimer::Kill);
         log::info!(
             "Stop-all complete after {:?}: {report:?}",
             stop.started.elapsed()
@@ -1226,11 +1210,10 @@ impl Core {
         });
     }
 
-    fn deadline(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd>) {
+    fn deadline(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd, Core>) {
         let Some(stop) = s.stop_all.as_mut() else {
             return;
         };
-        stop.deadline = None;
         let names: BTreeMap<String, VmState> =
             s.vms.iter().map(|(n, v)| (n.clone(), v.state)).collect();
         let late: Vec<String> = blockers(&names).into_iter().map(str::to_owned).collect();
@@ -1246,7 +1229,7 @@ impl Core {
                 s.begin(vm, VmState::Stopping);
                 self.spawn_dm(s, vm.clone(), DmKind::Stop { force: 1 }, None);
             }
-            self.kill_timer = Some(ops.arm_after(s.cfg.kill_grace));
+            ops.arm_after(CoreTimer::Kill, s.cfg.kill_grace);
         } else {
             s.stop_all = None;
             self.report(s, Report::Suspend, err::FAILED);
@@ -1298,7 +1281,7 @@ impl Core {
         }
     }
 
-    fn finish(&mut self, s: &mut Acrnd, intent: HostIntent, ops: &mut Ops<'_, Acrnd>) {
+    fn finish(&mut self, s: &mut Acrnd, intent: HostIntent, ops: &mut Ops<'_, Acrnd, Core>) {
         s.terminating = Some(intent);
         s.log.emit("exit", json!({"intent": intent.name()}));
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -1317,20 +1300,15 @@ impl Core {
                     u32::try_from((budget + s.cfg.kill_grace + Duration::from_secs(5)).as_micros())
                         .unwrap_or(u32::MAX);
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(usec)]);
-                if let Some(old) = s.stop_all.take()
-                    && let Some(t) = old.deadline
-                {
-                    ops.cancel(t);
-                }
-                if let Some(t) = self.kill_timer.take() {
-                    ops.cancel(t);
-                }
+                s.stop_all = None;
+                ops.cancel(&CoreTimer::Deadline);
+                ops.cancel(&CoreTimer::Kill);
                 self.start_stop_all(s, StopTarget::S5, true, budget, ops);
             }
         }
     }
 
-    fn drain(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd>) {
+    fn drain(&mut self, s: &mut Acrnd, ops: &mut Ops<'_, Acrnd, Core>) {
         while let Some(w) = s.work.pop_front() {
             match w {
                 Work::Dm { vm, kind, reply } => self.spawn_dm(s, vm, kind, reply),
@@ -1379,59 +1357,67 @@ impl Core {
     }
 }
 
+/// The timers of the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CoreTimer {
+    Boot,
+    Wake,
+    Poll,
+    Start,
+    Kill,
+    Watchdog,
+    Deadline,
+}
+
 impl Subscriber<Acrnd> for Core {
-    fn init(&mut self, ops: &mut Ops<'_, Acrnd>) -> io::Result<()> {
+    type Timer = CoreTimer;
+    type Done = ();
+
+    fn init(&mut self, ops: &mut Ops<'_, Acrnd, Core>) -> io::Result<()> {
         self.notifier = Some(ops.notifier());
-        self.boot_timer = Some(ops.arm_after(Duration::ZERO));
+        ops.arm_after(CoreTimer::Boot, Duration::ZERO);
         Ok(())
     }
 
-    fn on_event(&mut self, event: &MioEvent, ops: &mut Ops<'_, Acrnd>, s: &mut Acrnd) {
+    fn on_event(&mut self, event: &MioEvent, ops: &mut Ops<'_, Acrnd, Core>, s: &mut Acrnd) {
         if let Some(vm) = self.watches.get(&event.token()).cloned() {
             self.exited(s, &vm, ops);
         }
         self.drain(s, ops);
     }
 
-    fn on_timer(&mut self, id: TimerId, ops: &mut Ops<'_, Acrnd>, s: &mut Acrnd) {
-        if Some(id) == self.boot_timer {
-            self.boot_timer = None;
-            if let Some(w) = s.cfg.watchdog {
-                // The only periodic wake-up of an idle acrnd, and only when systemd asks.
-                let half = w / 2;
-                self.watchdog_timer = Some(ops.arm_periodic(Instant::now() + half, half));
+    fn on_timer(&mut self, key: CoreTimer, ops: &mut Ops<'_, Acrnd, Core>, s: &mut Acrnd) {
+        match key {
+            CoreTimer::Boot => {
+                if let Some(w) = s.cfg.watchdog {
+                    // The only periodic wake-up of an idle acrnd, and only when systemd asks.
+                    let half = w / 2;
+                    ops.arm_periodic(CoreTimer::Watchdog, Instant::now() + half, half);
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                self.boot(s, ops);
+            }
+            CoreTimer::Wake => {
+                self.fire_timers(s, ops);
+                self.rearm(s, ops);
+            }
+            CoreTimer::Poll => self.poll_transitions(s, ops),
+            CoreTimer::Start => self.pump_starts(s, ops),
+            CoreTimer::Kill => {
+                // Only for the stop-all that forced: one abandoned meanwhile kills nothing.
+                if s.stop_all.as_ref().is_some_and(|st| st.forcing) {
+                    self.kill_stragglers(s);
+                }
+            }
+            CoreTimer::Watchdog => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
-            self.boot(s, ops);
-        } else if Some(id) == self.wake_timer {
-            self.wake_timer = None;
-            self.fire_timers(s, ops);
-            self.rearm(s, ops);
-        } else if Some(id) == self.poll_timer {
-            self.poll_timer = None;
-            self.poll_transitions(s, ops);
-        } else if Some(id) == self.start_timer {
-            self.start_timer = None;
-            self.pump_starts(s, ops);
-        } else if Some(id) == self.kill_timer {
-            self.kill_timer = None;
-            // Only for the stop-all that forced: one abandoned meanwhile kills nothing.
-            if s.stop_all.as_ref().is_some_and(|st| st.forcing) {
-                self.kill_stragglers(s);
-            }
-        } else if Some(id) == self.watchdog_timer {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-        } else if s
-            .stop_all
-            .as_ref()
-            .is_some_and(|st| st.deadline == Some(id))
-        {
-            self.deadline(s, ops);
+            CoreTimer::Deadline => self.deadline(s, ops),
         }
         self.drain(s, ops);
     }
 
-    fn on_notify(&mut self, ops: &mut Ops<'_, Acrnd>, s: &mut Acrnd) {
+    fn on_notify(&mut self, ops: &mut Ops<'_, Acrnd, Core>, s: &mut Acrnd) {
         while let Ok(d) = self.done_rx.try_recv() {
             match d {
                 Done::Dm {
@@ -1592,12 +1578,6 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         done_rx,
         persist_tx,
         notifier: None,
-        boot_timer: None,
-        wake_timer: None,
-        poll_timer: None,
-        start_timer: None,
-        kill_timer: None,
-        watchdog_timer: None,
         asked_intent: false,
         watches: HashMap::new(),
         last_start: None,

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use acrn_tests::{Procs, TestDir};
 use mngr_ipc::client::Client;
 use mngr_ipc::msg::{AckPayload, Body, MsgId, Request};
-use mngr_ipc::server::{Handlers, ServerConfig, ServerThread, spawn_server};
+use mngr_ipc::server::{Access, Handlers, ServerConfig, ServerThread, spawn_server};
 use mngr_ipc::{MSG_LEN, Profile};
 use serialport::{SerialPort, TTYPort};
 
@@ -216,12 +216,12 @@ impl Acrnd {
         let (tx, rx) = mpsc::channel();
         let tx2 = tx.clone();
         let h = Handlers::new()
-            .on(MsgId::AcrndStop, move |r, c, _: &mut ()| {
+            .on(MsgId::AcrndStop, Access::Open, move |r, c, _: &mut ()| {
                 let t = Instant::now();
                 let _ = tx.send((t, r.body.clone()));
                 c.ack(AckPayload::Err(0))
             })
-            .on(MsgId::AcrndResume, move |r, c, _: &mut ()| {
+            .on(MsgId::AcrndResume, Access::Open, move |r, c, _: &mut ()| {
                 let t = Instant::now();
                 let _ = tx2.send((t, r.body.clone()));
                 c.ack(AckPayload::Err(0))

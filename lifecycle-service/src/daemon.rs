@@ -256,21 +256,21 @@ fn now_epoch() -> i64 {
 
 fn lcs_handlers() -> Handlers<Lcs> {
     Handlers::new()
-        .on(MsgId::WakeupReason, |r, c, s: &mut Lcs| {
+        .on(MsgId::WakeupReason, Access::Open, |r, c, s: &mut Lcs| {
             s.on_wakeup_reason(r, c)
         })
-        .on(MsgId::RtcTimer, |r, c, s: &mut Lcs| s.on_rtc_timer(r, c))
-        .on(MsgId::Shutdown, |r, c, s: &mut Lcs| s.on_verdict(r, c))
-        .on(MsgId::Suspend, |r, c, s: &mut Lcs| s.on_verdict(r, c))
-        .on(MsgId::Reboot, |r, c, s: &mut Lcs| s.on_verdict(r, c))
+        .on(MsgId::RtcTimer, Access::Open, |r, c, s: &mut Lcs| s.on_rtc_timer(r, c))
+        .on(MsgId::Shutdown, Access::Open, |r, c, s: &mut Lcs| s.on_verdict(r, c))
+        .on(MsgId::Suspend, Access::Open, |r, c, s: &mut Lcs| s.on_verdict(r, c))
+        .on(MsgId::Reboot, Access::Open, |r, c, s: &mut Lcs| s.on_verdict(r, c))
 }
 
 fn standin_handlers() -> Handlers<Lcs> {
     Handlers::new()
-        .on(MsgId::AcrndStop, |r, c, s: &mut Lcs| {
+        .on(MsgId::AcrndStop, Access::Open, |r, c, s: &mut Lcs| {
             s.on_standin_stop(r, c)
         })
-        .on(MsgId::AcrndResume, |r, c, s: &mut Lcs| {
+        .on(MsgId::AcrndResume, Access::Open, |r, c, s: &mut Lcs| {
             s.note_request(r, &c);
             if !s.standin_allows(&c) {
                 return s.refuse(r, c);

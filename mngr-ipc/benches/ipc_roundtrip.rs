@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use mngr_ipc::client::{self, Client};
 use mngr_ipc::msg::{AckPayload, Body, MsgId, Request};
-use mngr_ipc::server::{Handlers, ServerConfig, ServerThread, spawn_server};
+use mngr_ipc::server::{Access, Handlers, ServerConfig, ServerThread, spawn_server};
 use mngr_ipc::{MSG_LEN, Profile, Wire};
 
 /// Name of the server under test in its socket directory.
@@ -263,7 +263,7 @@ fn run(counts: Counts) -> Results {
         wire: Box::new(wire),
     };
 
-    let handlers = Handlers::new().on(MsgId::DmQuery, |_req, call, _ctx: &mut ()| {
+    let handlers = Handlers::new().on(MsgId::DmQuery, Access::Open, |_req, call, _ctx: &mut ()| {
         call.ack(AckPayload::State(0))
     });
     let server: ServerThread = spawn_server(

@@ -23,7 +23,9 @@ use crate::client::{self, Client, ClientError};
 use crate::msg::{Ack, MsgId, Request, err};
 use crate::naming::DEFAULT_SOCKET_DIR;
 use crate::profile::Profile;
-use crate::server::{Call, Handlers, Reply, ServerConfig, ServerError, ServerThread, spawn_server};
+use crate::server::{
+    Access, Call, Handlers, Reply, ServerConfig, ServerError, ServerThread, spawn_server,
+};
 
 /// What [`open`] creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +116,9 @@ pub fn open_in(dir: &Path, profile: Profile, name: &str, mode: Mode) -> Result<D
             let table: Table = Arc::default();
             let shared = Arc::clone(&table);
             let handlers = Handlers::<()>::new()
-                .fallback(move |req, call, _ctx: &mut ()| dispatch(&shared, req, call));
+                .fallback(Access::Open, move |req, call, _ctx: &mut ()| {
+                    dispatch(&shared, req, call)
+                });
             let mut cfg = ServerConfig::new(name, PathBuf::from(dir));
             cfg.profile = profile;
             Entry::Server {

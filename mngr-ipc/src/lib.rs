@@ -18,13 +18,15 @@
 //! A daemon serves requests from its own loop:
 //!
 //! ```
-//! use mngr_ipc::msg::{AckPayload, Body, MsgId, Request};
+//! use mngr_ipc::msg::{AckPayload, Body, Request, body};
 //! use mngr_ipc::server::{Handlers, ServerConfig, spawn_server};
 //! use mngr_ipc::{client::Client, Profile};
 //! use std::time::Duration;
 //!
 //! let dir = tempfile::tempdir()?;
-//! let handlers = Handlers::new().on(MsgId::WakeupReason, |_req, call, reason: &mut u32| {
+//! // Each handler gets its typed body; `open` admits anyone, `privileged` only the policy's
+//! // peers (the server refuses the others with -EACCES and a log line).
+//! let handlers = Handlers::new().open(|_: body::WakeupReason, call, reason: &mut u32| {
 //!     call.ack(AckPayload::Reason(*reason))
 //! });
 //! let server = spawn_server(ServerConfig::new("sos-lcs", dir.path()), handlers, 0x20u32)?;

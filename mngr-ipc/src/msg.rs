@@ -228,6 +228,15 @@ pub enum StopTarget {
 }
 
 impl StopTarget {
+    /// `none`, `S5` or `S3`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopTarget::Unspecified => "none",
+            StopTarget::S5 => "S5",
+            StopTarget::S3 => "S3",
+        }
+    }
+
     /// The wire value.
     pub fn to_wire(self) -> u32 {
         match self {
@@ -268,6 +277,22 @@ macro_rules! bodies {
                     $(Body::$id { .. } => MsgId::$id,)+
                 }
             }
+
+            /// The request as logs and event logs show it: its C name, then its fields
+            /// (`ACRND_STOP force: 0, timeout: 20, target: S3`).
+            pub fn describe(&self) -> String {
+                let (id, fields): (MsgId, Vec<String>) = match self {
+                    $(Body::$id $({ $($field,)* })? => (
+                        MsgId::$id,
+                        vec![$($(format!("{}: {}", stringify!($field), FieldText::text($field)),)*)?],
+                    ),)+
+                };
+                if fields.is_empty() {
+                    id.name().to_owned()
+                } else {
+                    format!("{} {}", id.name(), fields.join(", "))
+                }
+            }
         }
 
         /// The typed body of each id: what a handler registered for that id receives
@@ -300,6 +325,41 @@ macro_rules! bodies {
         }
     };
 }
+
+/// How a body field reads in [`Body::describe`].
+trait FieldText {
+    fn text(&self) -> String;
+}
+
+impl FieldText for String {
+    fn text(&self) -> String {
+        self.clone()
+    }
+}
+
+impl FieldText for Vec<u8> {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(self).into_owned()
+    }
+}
+
+impl FieldText for StopTarget {
+    fn text(&self) -> String {
+        self.name().to_owned()
+    }
+}
+
+macro_rules! field_text_by_display {
+    ($($t:ty),+) => {
+        $(impl FieldText for $t {
+            fn text(&self) -> String {
+                self.to_string()
+            }
+        })+
+    };
+}
+
+field_text_by_display!(i32, u32, i64);
 
 /// The typed body of one id (a struct of [`body`]).
 pub trait TypedBody: Sized + Into<Body> {

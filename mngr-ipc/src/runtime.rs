@@ -1,9 +1,19 @@
 //! The event loop every daemon and simulator of the suite runs on.
 //!
 //! One thread owns the daemon's state `C`; [`Subscriber`]s own their file descriptors and
-//! react to readiness, timers and notifications, each getting `&mut C`. Nothing polls: the
-//! loop sleeps in `epoll_wait` until a source is ready, the earliest timer is due, or a
-//! worker thread calls [`Notifier::notify`].
+//! react to readiness, timers, worker results and notifications, each getting `&mut C`.
+//! Nothing polls: the loop sleeps in `epoll_wait` until a source is ready, the earliest timer
+//! is due, a worker finished, or a thread called [`Notifier::notify`].
+//!
+//! * **Timers are keyed.** A subscriber arms a timer with a key of its own type
+//!   ([`Subscriber::Timer`], usually an enum) and gets that key back in
+//!   [`Subscriber::on_timer`]. A key names one timer: arming it again moves it, and
+//!   [`Ops::cancel`] / [`Ops::is_armed`] / [`Ops::deadline`] take the key. No subscriber keeps
+//!   timer ids.
+//! * **Slow work goes to workers.** [`Ops::spawn`] hands a job to the loop's bounded pool of
+//!   worker threads; its result ([`Subscriber::Done`]) comes back to the same subscriber in
+//!   [`Subscriber::on_done`], on the loop thread, in a later turn. Threads are started when
+//!   every started one is busy, up to the pool's bound, and then reused: no thread per job.
 //!
 //! Invariants:
 //! * tokens come from a counter that only goes up and are never reused; an event for an
@@ -11,18 +21,21 @@
 //! * subscribers added or removed while events are dispatched take effect after the batch;
 //! * timers are monotonic [`Instant`]s; a periodic timer re-arms at `deadline + period`
 //!   (drift-free), skipping whole periods it missed rather than firing a burst;
+//! * in a turn, notifications and worker results are delivered before due timers;
 //! * signals arrive through [`SignalSubscriber`] (signal-hook's self-pipe), never in a
 //!   signal handler.
 
+use std::any::Any;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
-
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use mio::event::{Event, Source};
 use mio::unix::SourceFd;
@@ -33,54 +46,122 @@ use signal_hook_mio::v1_0::Signals;
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
 const TIMERFD_TOKEN: Token = Token(usize::MAX - 1);
+/// Worker threads of a loop's pool unless [`EventLoop::with_workers`] says otherwise.
+pub const DEFAULT_WORKERS: usize = 16;
 
 /// Identifies a subscriber within its loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubscriberId(u64);
 
-/// Identifies an armed timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TimerId(u64);
+struct TimerId(u64);
 
 /// Something the loop drives. It owns its sources and registers them in [`Subscriber::init`].
-pub trait Subscriber<C> {
+pub trait Subscriber<C>: Sized + 'static {
+    /// The keys its timers are armed with (an enum of the subscriber's timers).
+    type Timer: Clone + PartialEq + fmt::Debug + 'static;
+    /// What its worker jobs return ([`Ops::spawn`]); `()` if it starts none.
+    type Done: Send + 'static;
+
     /// Called once when the subscriber joins the loop: register sources, arm timers.
-    fn init(&mut self, ops: &mut Ops<'_, C>) -> io::Result<()>;
+    fn init(&mut self, ops: &mut Ops<'_, C, Self>) -> io::Result<()>;
 
     /// One of the subscriber's sources is ready. Drain it until `WouldBlock`.
-    fn on_event(&mut self, event: &Event, ops: &mut Ops<'_, C>, ctx: &mut C);
+    fn on_event(&mut self, event: &Event, ops: &mut Ops<'_, C, Self>, ctx: &mut C);
 
-    /// A timer the subscriber armed is due.
-    fn on_timer(&mut self, _id: TimerId, _ops: &mut Ops<'_, C>, _ctx: &mut C) {}
+    /// The timer armed with `key` is due.
+    fn on_timer(&mut self, _key: Self::Timer, _ops: &mut Ops<'_, C, Self>, _ctx: &mut C) {}
 
-    /// A [`Notifier`] of this subscriber was poked (by a worker thread, usually).
-    fn on_notify(&mut self, _ops: &mut Ops<'_, C>, _ctx: &mut C) {}
+    /// A job it spawned finished with `done`.
+    fn on_done(&mut self, _done: Self::Done, _ops: &mut Ops<'_, C, Self>, _ctx: &mut C) {}
+
+    /// A [`Notifier`] of this subscriber was poked (by another thread, usually).
+    fn on_notify(&mut self, _ops: &mut Ops<'_, C, Self>, _ctx: &mut C) {}
 }
 
-#[derive(Debug)]
+/// A subscriber with its key and result types erased, as the loop stores it.
+trait Erased<C> {
+    fn init(&mut self, raw: Raw<'_, C>) -> io::Result<()>;
+    fn on_event(&mut self, event: &Event, raw: Raw<'_, C>, ctx: &mut C);
+    fn on_timer(&mut self, key: &dyn Any, raw: Raw<'_, C>, ctx: &mut C);
+    fn on_done(&mut self, done: Box<dyn Any + Send>, raw: Raw<'_, C>, ctx: &mut C);
+    fn on_notify(&mut self, raw: Raw<'_, C>, ctx: &mut C);
+}
+
+impl<C, S: Subscriber<C>> Erased<C> for S {
+    fn init(&mut self, raw: Raw<'_, C>) -> io::Result<()> {
+        Subscriber::init(self, &mut Ops::new(raw))
+    }
+
+    fn on_event(&mut self, event: &Event, raw: Raw<'_, C>, ctx: &mut C) {
+        Subscriber::on_event(self, event, &mut Ops::new(raw), ctx);
+    }
+
+    fn on_timer(&mut self, key: &dyn Any, raw: Raw<'_, C>, ctx: &mut C) {
+        match key.downcast_ref::<S::Timer>() {
+            Some(k) => Subscriber::on_timer(self, k.clone(), &mut Ops::new(raw), ctx),
+            None => log::error!("A timer key of another type reached its subscriber"),
+        }
+    }
+
+    fn on_done(&mut self, done: Box<dyn Any + Send>, raw: Raw<'_, C>, ctx: &mut C) {
+        match done.downcast::<S::Done>() {
+            Ok(d) => Subscriber::on_done(self, *d, &mut Ops::new(raw), ctx),
+            Err(_) => log::error!("A worker result of another type reached its subscriber"),
+        }
+    }
+
+    fn on_notify(&mut self, raw: Raw<'_, C>, ctx: &mut C) {
+        Subscriber::on_notify(self, &mut Ops::new(raw), ctx);
+    }
+}
+
 struct TimerEntry {
     sub: SubscriberId,
+    key: Rc<dyn Any>,
     deadline: Instant,
     period: Option<Duration>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Timers {
     heap: BinaryHeap<Reverse<(Instant, TimerId)>>,
     live: HashMap<TimerId, TimerEntry>,
     /// Popped as due in this turn, not yet fired: cancelling one still stops it.
-    in_flight: std::collections::HashSet<TimerId>,
+    in_flight: HashMap<TimerId, (SubscriberId, Rc<dyn Any>)>,
     next: u64,
 }
 
 impl Timers {
-    fn arm(&mut self, sub: SubscriberId, deadline: Instant, period: Option<Duration>) -> TimerId {
+    /// The live or in-flight timer of `sub` armed with `key`.
+    fn find<K: PartialEq + 'static>(&self, sub: SubscriberId, key: &K) -> Option<TimerId> {
+        let same = |s: SubscriberId, k: &Rc<dyn Any>| s == sub && k.downcast_ref::<K>() == Some(key);
+        self.live
+            .iter()
+            .find(|(_, e)| same(e.sub, &e.key))
+            .map(|(id, _)| *id)
+            .or_else(|| {
+                self.in_flight
+                    .iter()
+                    .find(|(_, (s, k))| same(*s, k))
+                    .map(|(id, _)| *id)
+            })
+    }
+
+    fn arm(
+        &mut self,
+        sub: SubscriberId,
+        key: Rc<dyn Any>,
+        deadline: Instant,
+        period: Option<Duration>,
+    ) -> TimerId {
         let id = TimerId(self.next);
         self.next += 1;
         self.live.insert(
             id,
             TimerEntry {
                 sub,
+                key,
                 deadline,
                 period,
             },
@@ -103,14 +184,14 @@ impl Timers {
     }
 
     /// Pops one timer due at or before `now`, re-arming it if periodic.
-    fn pop_due(&mut self, now: Instant) -> Option<(TimerId, SubscriberId)> {
+    fn pop_due(&mut self, now: Instant) -> Option<(TimerId, SubscriberId, Rc<dyn Any>)> {
         let deadline = self.next_deadline()?;
         if deadline > now {
             return None;
         }
         let Reverse((_, id)) = self.heap.pop().expect("peeked above");
         let entry = self.live.get_mut(&id).expect("checked live above");
-        let sub = entry.sub;
+        let fired = (id, entry.sub, Rc::clone(&entry.key));
         match entry.period {
             Some(period) => {
                 let mut next = entry.deadline + period;
@@ -119,7 +200,7 @@ impl Timers {
                     let behind = now.duration_since(entry.deadline).as_nanos();
                     let periods = behind / period.as_nanos().max(1);
                     let skip = u32::try_from(periods).unwrap_or(u32::MAX);
-                    log::debug!("Periodic timer {id:?} missed {skip} period(s)");
+                    log::debug!("A periodic timer missed {skip} period(s)");
                     next = entry.deadline + period.saturating_mul(skip.saturating_add(1));
                 }
                 entry.deadline = next;
@@ -129,11 +210,11 @@ impl Timers {
                 self.live.remove(&id);
             }
         }
-        Some((id, sub))
+        Some(fired)
     }
 
     fn cancel(&mut self, id: TimerId) -> bool {
-        let was = self.live.remove(&id).is_some() | self.in_flight.remove(&id);
+        let was = self.live.remove(&id).is_some() | self.in_flight.remove(&id).is_some();
         // Cancelled entries stay in the heap until they surface: rebuild it before they
         // pile up (a far-future timer re-armed on every request would never surface).
         if self.heap.len() > 2 * self.live.len() + 64 {
@@ -148,23 +229,98 @@ impl Timers {
 
     fn cancel_all(&mut self, sub: SubscriberId) {
         self.live.retain(|_, e| e.sub != sub);
+        self.in_flight.retain(|_, (s, _)| *s != sub);
     }
 
     /// Every timer due at `now`, each fired once this turn: a timer re-armed at a past
     /// deadline by a handler waits for the next turn instead of spinning this one.
-    fn take_due(&mut self, now: Instant) -> Vec<(TimerId, SubscriberId)> {
+    fn take_due(&mut self, now: Instant) -> Vec<TimerId> {
         let mut due = Vec::new();
-        while let Some(t) = self.pop_due(now) {
-            self.in_flight.insert(t.0);
-            due.push(t);
+        while let Some((id, sub, key)) = self.pop_due(now) {
+            self.in_flight.insert(id, (sub, key));
+            due.push(id);
         }
         due
     }
 }
 
-#[derive(Debug, Default)]
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct PoolState {
+    queue: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+    stop: bool,
+}
+
+/// The loop's worker threads: started on demand up to `max`, then reused.
+struct Pool {
+    state: Mutex<PoolState>,
+    work: Condvar,
+    max: usize,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `job`, starting a thread if every started one is busy. Fails (and drops the
+    /// job) only if no worker thread exists and none can be started.
+    fn submit(self: &Arc<Self>, job: Job) -> io::Result<()> {
+        let mut st = self.lock();
+        st.queue.push_back(job);
+        if st.idle < st.queue.len() && st.threads < self.max {
+            st.threads += 1;
+            let pool = Arc::clone(self);
+            let started = std::thread::Builder::new()
+                .name("worker".into())
+                .spawn(move || pool.work_loop());
+            if let Err(e) = started {
+                st.threads -= 1;
+                if st.threads == 0 {
+                    st.queue.pop_back();
+                    return Err(e);
+                }
+                log::warn!("Cannot start another worker ({e}); the job waits for a free one");
+            }
+        }
+        drop(st);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    fn work_loop(&self) {
+        loop {
+            let mut st = self.lock();
+            let job = loop {
+                if let Some(job) = st.queue.pop_front() {
+                    break job;
+                }
+                if st.stop {
+                    st.threads -= 1;
+                    return;
+                }
+                st.idle += 1;
+                st = self.work.wait(st).unwrap_or_else(PoisonError::into_inner);
+                st.idle -= 1;
+            };
+            drop(st);
+            job();
+        }
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.work.notify_all();
+    }
+}
+
+#[derive(Default)]
 struct Shared {
     notified: Mutex<Vec<SubscriberId>>,
+    done: Mutex<Vec<(SubscriberId, Box<dyn Any + Send>)>>,
     stop: AtomicBool,
 }
 
@@ -196,9 +352,13 @@ impl Notifier {
                 q.push(self.sub);
             }
         }
-        if let Err(e) = self.waker.wake() {
-            log::error!("Cannot wake the event loop: {e}");
-        }
+        wake(&self.waker);
+    }
+}
+
+fn wake(waker: &Waker) {
+    if let Err(e) = waker.wake() {
+        log::error!("Cannot wake the event loop: {e}");
     }
 }
 
@@ -219,14 +379,12 @@ impl LoopHandle {
     /// Asks the loop to return from [`EventLoop::run`] after the current batch.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        if let Err(e) = self.waker.wake() {
-            log::error!("Cannot wake the event loop: {e}");
-        }
+        wake(&self.waker);
     }
 }
 
 enum Change<C> {
-    Add(Box<dyn Subscriber<C>>),
+    Add(Box<dyn Erased<C>>),
     Remove(SubscriberId),
 }
 
@@ -239,113 +397,173 @@ struct Core<C> {
     shutdown: bool,
     waker: Arc<Waker>,
     shared: Arc<Shared>,
+    pool: Arc<Pool>,
 }
 
-/// What a subscriber may do to the loop: its own sources, timers, and loop-wide requests.
-pub struct Ops<'a, C> {
+/// The untyped half of [`Ops`].
+struct Raw<'a, C> {
     registry: &'a Registry,
     core: &'a mut Core<C>,
     sub: SubscriberId,
 }
 
-impl<C> fmt::Debug for Ops<'_, C> {
+/// What subscriber `S` may do to the loop: its own sources, timers and jobs, and loop-wide
+/// requests.
+pub struct Ops<'a, C, S> {
+    raw: Raw<'a, C>,
+    sub: PhantomData<fn(&S)>,
+}
+
+impl<C, S> fmt::Debug for Ops<'_, C, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ops").field("sub", &self.sub).finish()
+        f.debug_struct("Ops").field("sub", &self.raw.sub).finish()
     }
 }
 
-impl<C> Ops<'_, C> {
+impl<'a, C, S: Subscriber<C>> Ops<'a, C, S> {
+    fn new(raw: Raw<'a, C>) -> Self {
+        Ops {
+            raw,
+            sub: PhantomData,
+        }
+    }
+
     /// The subscriber these ops act for.
     pub fn id(&self) -> SubscriberId {
-        self.sub
+        self.raw.sub
     }
 
     /// Registers a source of this subscriber; returns its (never reused) token.
-    pub fn register<S: Source + ?Sized>(
+    pub fn register<Src: Source + ?Sized>(
         &mut self,
-        source: &mut S,
+        source: &mut Src,
         interest: Interest,
     ) -> io::Result<Token> {
-        let token = Token(self.core.next_token);
-        self.core.next_token += 1;
-        self.registry.register(source, token, interest)?;
-        self.core.tokens.insert(token, self.sub);
+        let core = &mut *self.raw.core;
+        let token = Token(core.next_token);
+        core.next_token += 1;
+        self.raw.registry.register(source, token, interest)?;
+        core.tokens.insert(token, self.raw.sub);
         Ok(token)
     }
 
     /// Changes the interest of a registered source.
-    pub fn reregister<S: Source + ?Sized>(
+    pub fn reregister<Src: Source + ?Sized>(
         &mut self,
-        source: &mut S,
+        source: &mut Src,
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        self.registry.reregister(source, token, interest)
+        self.raw.registry.reregister(source, token, interest)
     }
 
     /// Deregisters a source; its token is forgotten and never handed out again.
-    pub fn deregister<S: Source + ?Sized>(&mut self, source: &mut S, token: Token) {
-        if let Err(e) = self.registry.deregister(source) {
+    pub fn deregister<Src: Source + ?Sized>(&mut self, source: &mut Src, token: Token) {
+        if let Err(e) = self.raw.registry.deregister(source) {
             log::debug!("Deregistering {token:?}: {e}");
         }
-        self.core.tokens.remove(&token);
+        self.raw.core.tokens.remove(&token);
     }
 
-    /// Arms a one-shot timer at `deadline`.
-    pub fn arm_at(&mut self, deadline: Instant) -> TimerId {
-        self.core.timers.arm(self.sub, deadline, None)
+    fn arm(&mut self, key: S::Timer, deadline: Instant, period: Option<Duration>) {
+        self.cancel(&key);
+        let sub = self.raw.sub;
+        self.raw.core.timers.arm(sub, Rc::new(key), deadline, period);
     }
 
-    /// Arms a one-shot timer `after` from now.
-    pub fn arm_after(&mut self, after: Duration) -> TimerId {
-        self.arm_at(Instant::now() + after)
+    /// Arms the one-shot timer `key` at `deadline` (moving it if it was armed).
+    pub fn arm_at(&mut self, key: S::Timer, deadline: Instant) {
+        self.arm(key, deadline, None);
     }
 
-    /// Arms a periodic timer: first at `first`, then every `period` on that grid.
-    pub fn arm_periodic(&mut self, first: Instant, period: Duration) -> TimerId {
-        self.core.timers.arm(self.sub, first, Some(period))
+    /// Arms the one-shot timer `key` `after` from now (moving it if it was armed).
+    pub fn arm_after(&mut self, key: S::Timer, after: Duration) {
+        self.arm_at(key, Instant::now() + after);
     }
 
-    /// The deadline a live timer will fire at next.
-    pub fn deadline(&self, id: TimerId) -> Option<Instant> {
-        self.core.timers.live.get(&id).map(|e| e.deadline)
+    /// Arms `key` at `deadline` unless it is armed already (then it keeps its deadline).
+    pub fn arm_unless_armed(&mut self, key: S::Timer, deadline: Instant) {
+        if !self.is_armed(&key) {
+            self.arm_at(key, deadline);
+        }
     }
 
-    /// Cancels a timer; returns whether it was still armed.
-    pub fn cancel(&mut self, id: TimerId) -> bool {
-        self.core.timers.cancel(id)
+    /// Arms the periodic timer `key`: first at `first`, then every `period` on that grid.
+    pub fn arm_periodic(&mut self, key: S::Timer, first: Instant, period: Duration) {
+        self.arm(key, first, Some(period));
     }
 
-    /// A handle that worker threads use to get [`Subscriber::on_notify`] called.
+    /// The deadline the timer `key` fires at next, if armed.
+    pub fn deadline(&self, key: &S::Timer) -> Option<Instant> {
+        let timers = &self.raw.core.timers;
+        let id = timers.find(self.raw.sub, key)?;
+        timers.live.get(&id).map(|e| e.deadline)
+    }
+
+    /// Whether the timer `key` is armed (or due and not fired yet).
+    pub fn is_armed(&self, key: &S::Timer) -> bool {
+        self.raw.core.timers.find(self.raw.sub, key).is_some()
+    }
+
+    /// Cancels the timer `key`; returns whether it was armed.
+    pub fn cancel(&mut self, key: &S::Timer) -> bool {
+        let timers = &mut self.raw.core.timers;
+        match timers.find(self.raw.sub, key) {
+            Some(id) => timers.cancel(id),
+            None => false,
+        }
+    }
+
+    /// Runs `job` on a worker thread; its result reaches [`Subscriber::on_done`] of this
+    /// subscriber on the loop thread. Fails (dropping the job) only if the loop has no
+    /// worker thread and cannot start one.
+    pub fn spawn(&mut self, job: impl FnOnce() -> S::Done + Send + 'static) -> io::Result<()> {
+        let waker = Arc::clone(&self.raw.core.waker);
+        let shared = Arc::clone(&self.raw.core.shared);
+        let sub = self.raw.sub;
+        let pool = Arc::clone(&self.raw.core.pool);
+        pool.submit(Box::new(move || {
+            let done: Box<dyn Any + Send> = Box::new(job());
+            shared
+                .done
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((sub, done));
+            wake(&waker);
+        }))
+    }
+
+    /// A handle that other threads use to get [`Subscriber::on_notify`] called.
     pub fn notifier(&self) -> Notifier {
         Notifier {
-            waker: Arc::clone(&self.core.waker),
-            shared: Arc::clone(&self.core.shared),
-            sub: self.sub,
+            waker: Arc::clone(&self.raw.core.waker),
+            shared: Arc::clone(&self.raw.core.shared),
+            sub: self.raw.sub,
         }
     }
 
     /// A handle that stops the loop from anywhere.
     pub fn loop_handle(&self) -> LoopHandle {
         LoopHandle {
-            waker: Arc::clone(&self.core.waker),
-            shared: Arc::clone(&self.core.shared),
+            waker: Arc::clone(&self.raw.core.waker),
+            shared: Arc::clone(&self.raw.core.shared),
         }
     }
 
     /// Adds a subscriber after the current batch of events.
-    pub fn add_subscriber(&mut self, sub: Box<dyn Subscriber<C>>) {
-        self.core.pending.push(Change::Add(sub));
+    pub fn add_subscriber<T: Subscriber<C>>(&mut self, sub: Box<T>) {
+        self.raw.core.pending.push(Change::Add(sub));
     }
 
     /// Removes this subscriber (dropping it, which closes its sources) after the batch.
     pub fn remove_self(&mut self) {
-        self.core.pending.push(Change::Remove(self.sub));
+        let sub = self.raw.sub;
+        self.raw.core.pending.push(Change::Remove(sub));
     }
 
     /// Makes [`EventLoop::run`] return after the current batch.
     pub fn shutdown(&mut self) {
-        self.core.shutdown = true;
+        self.raw.core.shutdown = true;
     }
 }
 
@@ -395,7 +613,7 @@ pub struct EventLoop<C> {
     poll: Poll,
     wake: PreciseWake,
     events: Events,
-    subs: HashMap<SubscriberId, Box<dyn Subscriber<C>>>,
+    subs: HashMap<SubscriberId, Box<dyn Erased<C>>>,
     core: Core<C>,
 }
 
@@ -408,9 +626,21 @@ impl<C> fmt::Debug for EventLoop<C> {
     }
 }
 
+impl<C> Drop for EventLoop<C> {
+    fn drop(&mut self) {
+        // Idle workers end; a busy one ends after its job (whose result nobody takes).
+        self.core.pool.stop();
+    }
+}
+
 impl<C> EventLoop<C> {
-    /// A new loop with no subscribers.
+    /// A new loop with no subscribers and a pool of up to [`DEFAULT_WORKERS`] workers.
     pub fn new() -> io::Result<Self> {
+        Self::with_workers(DEFAULT_WORKERS)
+    }
+
+    /// A new loop whose pool runs at most `workers` jobs at once (at least one).
+    pub fn with_workers(workers: usize) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
         let fd = TimerFd::new(
@@ -437,6 +667,11 @@ impl<C> EventLoop<C> {
                 shutdown: false,
                 waker,
                 shared: Arc::new(Shared::default()),
+                pool: Arc::new(Pool {
+                    state: Mutex::new(PoolState::default()),
+                    work: Condvar::new(),
+                    max: workers.max(1),
+                }),
             },
         })
     }
@@ -450,16 +685,19 @@ impl<C> EventLoop<C> {
     }
 
     /// Adds a subscriber now and runs its `init`.
-    pub fn add(&mut self, sub: Box<dyn Subscriber<C>>) -> io::Result<SubscriberId> {
+    pub fn add<S: Subscriber<C>>(&mut self, sub: Box<S>) -> io::Result<SubscriberId> {
+        self.add_erased(sub)
+    }
+
+    fn add_erased(&mut self, mut sub: Box<dyn Erased<C>>) -> io::Result<SubscriberId> {
         let id = SubscriberId(self.core.next_sub);
         self.core.next_sub += 1;
-        let mut sub = sub;
-        let mut ops = Ops {
+        let raw = Raw {
             registry: self.poll.registry(),
             core: &mut self.core,
             sub: id,
         };
-        if let Err(e) = sub.init(&mut ops) {
+        if let Err(e) = sub.init(raw) {
             self.forget(id);
             return Err(e);
         }
@@ -487,25 +725,26 @@ impl<C> EventLoop<C> {
         self.subs.is_empty()
     }
 
+    /// Worker threads started so far (they stay for the loop's life).
+    pub fn workers(&self) -> usize {
+        self.core.pool.lock().threads
+    }
+
     fn forget(&mut self, id: SubscriberId) {
         self.core.tokens.retain(|_, s| *s != id);
         self.core.timers.cancel_all(id);
     }
 
-    fn with_sub(
-        &mut self,
-        id: SubscriberId,
-        f: impl FnOnce(&mut dyn Subscriber<C>, &mut Ops<'_, C>),
-    ) {
+    fn with_sub(&mut self, id: SubscriberId, f: impl FnOnce(&mut dyn Erased<C>, Raw<'_, C>)) {
         let Some(mut sub) = self.subs.remove(&id) else {
             return;
         };
-        let mut ops = Ops {
+        let raw = Raw {
             registry: self.poll.registry(),
             core: &mut self.core,
             sub: id,
         };
-        f(sub.as_mut(), &mut ops);
+        f(sub.as_mut(), raw);
         self.subs.insert(id, sub);
     }
 
@@ -515,7 +754,7 @@ impl<C> EventLoop<C> {
             for change in pending {
                 match change {
                     Change::Add(sub) => {
-                        if let Err(e) = self.add(sub) {
+                        if let Err(e) = self.add_erased(sub) {
                             log::error!("A subscriber failed to start: {e}");
                         }
                     }
@@ -540,7 +779,19 @@ impl<C> EventLoop<C> {
         Ok(())
     }
 
+    /// Worker results, then notifications, each to its subscriber.
     fn deliver_notifications(&mut self, ctx: &mut C) {
+        let done = std::mem::take(
+            &mut *self
+                .core
+                .shared
+                .done
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (id, result) in done {
+            self.with_sub(id, |sub, raw| sub.on_done(result, raw, ctx));
+        }
         let notified = std::mem::take(
             &mut *self
                 .core
@@ -550,7 +801,7 @@ impl<C> EventLoop<C> {
                 .unwrap_or_else(PoisonError::into_inner),
         );
         for id in notified {
-            self.with_sub(id, |sub, ops| sub.on_notify(ops, ctx));
+            self.with_sub(id, |sub, raw| sub.on_notify(raw, ctx));
         }
     }
 
@@ -559,7 +810,8 @@ impl<C> EventLoop<C> {
     }
 
     /// Runs one batch: waits (at most `max_wait`, or until the next timer), dispatches the
-    /// ready events, the due timers and the notifications, then applies deferred changes.
+    /// ready events, the worker results and notifications, and the due timers, then applies
+    /// deferred changes.
     pub fn turn(&mut self, ctx: &mut C, max_wait: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
         let next = self.core.timers.next_deadline();
@@ -586,7 +838,7 @@ impl<C> EventLoop<C> {
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in &events {
             if event.token() == WAKER_TOKEN {
-                continue; // the notified queue is read below, every turn
+                continue; // the notified and done queues are read below, every turn
             }
             if event.token() == TIMERFD_TOKEN {
                 // Expired: consume the count (EAGAIN if another wake-up raced it).
@@ -598,17 +850,17 @@ impl<C> EventLoop<C> {
                 log::debug!("Event for unknown token {:?} ignored", event.token());
                 continue;
             };
-            self.with_sub(id, |sub, ops| sub.on_event(event, ops, ctx));
+            self.with_sub(id, |sub, raw| sub.on_event(event, raw, ctx));
         }
         self.events = events;
         // Notifications first, then timers: a notification raised by a handler in this
         // batch (no waker event of its own yet) is not left behind due timers.
         self.deliver_notifications(ctx);
         let now = Instant::now();
-        for (timer, id) in self.core.timers.take_due(now) {
+        for timer in self.core.timers.take_due(now) {
             // Skipped if a handler of this turn cancelled it after it became due.
-            if self.core.timers.in_flight.remove(&timer) {
-                self.with_sub(id, |sub, ops| sub.on_timer(timer, ops, ctx));
+            if let Some((id, key)) = self.core.timers.in_flight.remove(&timer) {
+                self.with_sub(id, |sub, raw| sub.on_timer(&*key, raw, ctx));
             }
         }
         self.apply_pending();
@@ -616,7 +868,7 @@ impl<C> EventLoop<C> {
     }
 }
 
-type SignalFn<C> = Box<dyn FnMut(i32, &mut Ops<'_, C>, &mut C)>;
+type SignalFn<C> = Box<dyn FnMut(i32, &mut Ops<'_, C, SignalSubscriber<C>>, &mut C)>;
 
 /// Delivers signals to a callback on the loop thread (signal-hook's self-pipe underneath).
 pub struct SignalSubscriber<C> {
@@ -636,7 +888,7 @@ impl<C> SignalSubscriber<C> {
     /// each one received. The default action of those signals no longer applies.
     pub fn new(
         signals: &[i32],
-        on_signal: impl FnMut(i32, &mut Ops<'_, C>, &mut C) + 'static,
+        on_signal: impl FnMut(i32, &mut Ops<'_, C, Self>, &mut C) + 'static,
     ) -> io::Result<Self> {
         Ok(SignalSubscriber {
             signals: Signals::new(signals)?,
@@ -646,13 +898,16 @@ impl<C> SignalSubscriber<C> {
     }
 }
 
-impl<C> Subscriber<C> for SignalSubscriber<C> {
-    fn init(&mut self, ops: &mut Ops<'_, C>) -> io::Result<()> {
+impl<C: 'static> Subscriber<C> for SignalSubscriber<C> {
+    type Timer = ();
+    type Done = ();
+
+    fn init(&mut self, ops: &mut Ops<'_, C, Self>) -> io::Result<()> {
         self.token = Some(ops.register(&mut self.signals, Interest::READABLE)?);
         Ok(())
     }
 
-    fn on_event(&mut self, _event: &Event, ops: &mut Ops<'_, C>, ctx: &mut C) {
+    fn on_event(&mut self, _event: &Event, ops: &mut Ops<'_, C, Self>, ctx: &mut C) {
         // Empty the pipe first, then act (signal-hook's documented order).
         let pending: Vec<i32> = self.signals.pending().collect();
         for sig in pending {
@@ -664,6 +919,7 @@ impl<C> Subscriber<C> for SignalSubscriber<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream as StdStream;
 
@@ -676,11 +932,14 @@ mod tests {
     }
 
     impl Subscriber<Log> for Echo {
-        fn init(&mut self, ops: &mut Ops<'_, Log>) -> io::Result<()> {
+        type Timer = ();
+        type Done = ();
+
+        fn init(&mut self, ops: &mut Ops<'_, Log, Self>) -> io::Result<()> {
             self.token = Some(ops.register(&mut self.stream, Interest::READABLE)?);
             Ok(())
         }
-        fn on_event(&mut self, _event: &Event, ops: &mut Ops<'_, Log>, ctx: &mut Log) {
+        fn on_event(&mut self, _event: &Event, ops: &mut Ops<'_, Log, Self>, ctx: &mut Log) {
             let mut buf = [0u8; 64];
             loop {
                 match self.stream.read(&mut buf) {
@@ -723,52 +982,71 @@ mod tests {
         assert_eq!(ctx.0, vec!["ping".to_owned(), "eof".to_owned()]);
     }
 
+    #[derive(Debug, Clone, PartialEq)]
+    enum Tick {
+        Beat,
+        Once,
+        Cancelled,
+        Moved(u32),
+    }
+
     struct Ticker {
         period: Duration,
-        fired: Vec<Instant>,
-        one_shot: Option<TimerId>,
-        cancelled: Option<TimerId>,
+        fired: Vec<Tick>,
     }
 
     impl Subscriber<Vec<Instant>> for Ticker {
-        fn init(&mut self, ops: &mut Ops<'_, Vec<Instant>>) -> io::Result<()> {
+        type Timer = Tick;
+        type Done = ();
+
+        fn init(&mut self, ops: &mut Ops<'_, Vec<Instant>, Self>) -> io::Result<()> {
             let start = Instant::now();
-            ops.arm_periodic(start + self.period, self.period);
-            self.one_shot = Some(ops.arm_after(self.period * 2));
-            let c = ops.arm_after(self.period);
-            assert!(ops.cancel(c));
-            self.cancelled = Some(c);
+            ops.arm_periodic(Tick::Beat, start + self.period, self.period);
+            ops.arm_after(Tick::Once, self.period * 2);
+            ops.arm_after(Tick::Cancelled, self.period);
+            assert!(ops.cancel(&Tick::Cancelled));
+            assert!(!ops.cancel(&Tick::Cancelled), "cancelled once");
+            // Arming a key again moves its one timer: it fires once, at the later time.
+            ops.arm_after(Tick::Moved(1), self.period);
+            ops.arm_after(Tick::Moved(1), self.period * 3);
+            assert!(ops.deadline(&Tick::Moved(1)) > Some(start + self.period * 2));
+            assert!(!ops.is_armed(&Tick::Moved(2)), "keys compare by value");
             Ok(())
         }
-        fn on_event(&mut self, _: &Event, _: &mut Ops<'_, Vec<Instant>>, _: &mut Vec<Instant>) {}
+        fn on_event(&mut self, _: &Event, _: &mut Ops<'_, Vec<Instant>, Self>, _: &mut Vec<Instant>) {}
         fn on_timer(
             &mut self,
-            id: TimerId,
-            ops: &mut Ops<'_, Vec<Instant>>,
+            key: Tick,
+            ops: &mut Ops<'_, Vec<Instant>, Self>,
             ctx: &mut Vec<Instant>,
         ) {
-            assert_ne!(Some(id), self.cancelled, "a cancelled timer fired");
-            if Some(id) == self.one_shot {
+            assert_ne!(key, Tick::Cancelled, "a cancelled timer fired");
+            self.fired.push(key.clone());
+            if key != Tick::Beat {
                 return;
             }
-            self.fired.push(Instant::now());
-            let scheduled = ops.deadline(id).expect("periodic stays armed");
+            let scheduled = ops.deadline(&Tick::Beat).expect("periodic stays armed");
             ctx.push(scheduled);
             if ctx.len() == 5 {
+                assert_eq!(
+                    self.fired.iter().filter(|k| **k == Tick::Moved(1)).count(),
+                    1,
+                    "{:?}",
+                    self.fired
+                );
+                assert!(self.fired.contains(&Tick::Once));
                 ops.shutdown();
             }
         }
     }
 
     #[test]
-    fn periodic_timer_stays_on_its_grid() {
+    fn keyed_timers_fire_with_their_keys_and_periodic_ones_stay_on_their_grid() {
         let period = Duration::from_millis(20);
         let mut el = EventLoop::new().expect("loop");
         el.add(Box::new(Ticker {
             period,
             fired: Vec::new(),
-            one_shot: None,
-            cancelled: None,
         }))
         .expect("add");
         let mut next_deadlines = Vec::new();
@@ -785,37 +1063,107 @@ mod tests {
         let s = SubscriberId(0);
         let start = Instant::now();
         let p = Duration::from_millis(10);
-        let id = t.arm(s, start, Some(p));
+        let id = t.arm(s, Rc::new(()), start, Some(p));
         // The loop got to it 35 ms late: it fires once, then resumes at start + 40 ms.
-        assert_eq!(t.pop_due(start + Duration::from_millis(35)), Some((id, s)));
-        assert_eq!(t.pop_due(start + Duration::from_millis(35)), None);
+        assert_eq!(
+            t.pop_due(start + Duration::from_millis(35)).map(|f| (f.0, f.1)),
+            Some((id, s))
+        );
+        assert!(t.pop_due(start + Duration::from_millis(35)).is_none());
         assert_eq!(t.next_deadline(), Some(start + Duration::from_millis(40)));
     }
 
     struct Notified(Option<Notifier>);
 
     impl Subscriber<u32> for Notified {
-        fn init(&mut self, ops: &mut Ops<'_, u32>) -> io::Result<()> {
+        type Timer = ();
+        type Done = ();
+
+        fn init(&mut self, ops: &mut Ops<'_, u32, Self>) -> io::Result<()> {
             self.0 = Some(ops.notifier());
             let n = ops.notifier();
             std::thread::spawn(move || n.notify());
             Ok(())
         }
-        fn on_event(&mut self, _: &Event, _: &mut Ops<'_, u32>, _: &mut u32) {}
-        fn on_notify(&mut self, ops: &mut Ops<'_, u32>, ctx: &mut u32) {
+        fn on_event(&mut self, _: &Event, _: &mut Ops<'_, u32, Self>, _: &mut u32) {}
+        fn on_notify(&mut self, ops: &mut Ops<'_, u32, Self>, ctx: &mut u32) {
             *ctx += 1;
             ops.shutdown();
         }
     }
 
     #[test]
-    fn worker_notification_wakes_the_loop() {
+    fn notification_from_another_thread_wakes_the_loop() {
         let mut el = EventLoop::new().expect("loop");
         el.add(Box::new(Notified(None))).expect("add");
         let mut count = 0;
-        // No timer is armed: only the worker's notification can end this run.
+        // No timer is armed: only the thread's notification can end this run.
         el.run(&mut count).expect("run");
         assert_eq!(count, 1);
+    }
+
+    /// Spawns `jobs` jobs that each wait for a gate, then report their number.
+    struct Jobs {
+        jobs: u32,
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        seen: Vec<u32>,
+        threads: Vec<std::thread::ThreadId>,
+    }
+
+    impl Subscriber<()> for Jobs {
+        type Timer = ();
+        type Done = (u32, std::thread::ThreadId);
+
+        fn init(&mut self, ops: &mut Ops<'_, (), Self>) -> io::Result<()> {
+            for n in 0..self.jobs {
+                let gate = Arc::clone(&self.gate);
+                ops.spawn(move || {
+                    let (open, cv) = &*gate;
+                    let mut o = open.lock().expect("gate");
+                    while !*o {
+                        o = cv.wait(o).expect("gate");
+                    }
+                    (n, std::thread::current().id())
+                })?;
+            }
+            let (open, cv) = &*self.gate;
+            *open.lock().expect("gate") = true;
+            cv.notify_all();
+            Ok(())
+        }
+        fn on_event(&mut self, _: &Event, _: &mut Ops<'_, (), Self>, _: &mut ()) {}
+        fn on_done(&mut self, done: Self::Done, ops: &mut Ops<'_, (), Self>, _: &mut ()) {
+            self.seen.push(done.0);
+            self.threads.push(done.1);
+            if self.seen.len() == usize::try_from(self.jobs).expect("small") {
+                let mut seen = self.seen.clone();
+                seen.sort_unstable();
+                assert_eq!(seen, (0..self.jobs).collect::<Vec<_>>());
+                let distinct: HashSet<_> = self.threads.iter().collect();
+                assert!(distinct.len() <= 3, "more threads than the pool allows");
+                assert_ne!(
+                    std::thread::current().id(),
+                    self.threads[0],
+                    "results arrive on the loop thread"
+                );
+                ops.shutdown();
+            }
+        }
+    }
+
+    #[test]
+    fn jobs_run_on_a_bounded_pool_and_results_come_back_to_the_subscriber() {
+        let mut el = EventLoop::with_workers(3).expect("loop");
+        el.add(Box::new(Jobs {
+            jobs: 20,
+            gate: Arc::new((Mutex::new(false), Condvar::new())),
+            seen: Vec::new(),
+            threads: Vec::new(),
+        }))
+        .expect("add");
+        el.run(&mut ()).expect("run");
+        assert!(el.workers() <= 3, "{} workers", el.workers());
+        assert!(el.workers() >= 1);
     }
 
     #[test]

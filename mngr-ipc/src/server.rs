@@ -30,11 +30,15 @@ use mio::{Interest, Token};
 use nix::sys::socket::{getsockopt, sockopt};
 use thiserror::Error;
 
+use serde_json::json;
+
+use crate::auth::Policy;
 use crate::codec::{self, CodecError, FrameReader, Header, MSG_LEN, Wire};
-use crate::msg::{Ack, AckPayload, MsgId, Request, err};
+use crate::event_log::EventLog;
+use crate::msg::{Ack, AckPayload, MsgId, Request, TypedBody, err};
 use crate::naming::{self, NamingError};
 use crate::profile::Profile;
-use crate::runtime::{EventLoop, LoopHandle, Notifier, Ops, Subscriber, TimerId};
+use crate::runtime::{EventLoop, LoopHandle, Notifier, Ops, Subscriber};
 
 /// Connections accepted per readiness event of the listener.
 const ACCEPT_BATCH: usize = 32;
@@ -78,10 +82,15 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Most acks queued for a peer that does not read them before it is dropped.
     pub max_queued_acks: usize,
+    /// Who may make the requests registered [`Access::Privileged`] (default: root only).
+    pub policy: Policy,
+    /// Where served and refused requests are recorded (`ipc.request`, `ipc.refused`).
+    pub log: EventLog,
 }
 
 impl ServerConfig {
-    /// Defaults: profile F, 256 connections, 30 s idle timeout, 64 queued acks.
+    /// Defaults: profile F, 256 connections, 30 s idle timeout, 64 queued acks, root-only
+    /// policy, no event log.
     pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             name: name.into(),
@@ -90,6 +99,8 @@ impl ServerConfig {
             max_connections: 256,
             idle_timeout: Duration::from_secs(30),
             max_queued_acks: 64,
+            policy: Policy::default(),
+            log: EventLog::disabled(""),
         }
     }
 }
@@ -145,6 +156,50 @@ pub struct Call<'a> {
     profile: Profile,
     completions: &'a Sender<Completion>,
     notifier: &'a Notifier,
+    gate: &'a Gate,
+}
+
+/// What the server knows to admit or refuse a request: its name, its policy, its log.
+#[derive(Debug)]
+struct Gate {
+    name: String,
+    policy: Policy,
+    log: EventLog,
+}
+
+impl Gate {
+    /// Records a request about to be served.
+    fn note(&self, request: &Request, peer: &PeerCred) {
+        log::debug!(
+            "{}: {} from pid {} uid {}",
+            self.name,
+            request.id(),
+            peer.pid,
+            peer.uid
+        );
+        if self.log.is_enabled() {
+            self.log.emit(
+                "ipc.request",
+                json!({"msg": request.id().name(), "pid": peer.pid, "uid": peer.uid, "body": request.body.describe()}),
+            );
+        }
+    }
+
+    /// The one refusal of the suite: a log line, an event, `-EACCES`.
+    fn refuse(&self, call: Call<'_>, peer: &PeerCred) -> Reply {
+        let id = call.id();
+        log::warn!(
+            "{}: {id} from pid {} uid {} refused by policy",
+            self.name,
+            peer.pid,
+            peer.uid
+        );
+        self.log.emit(
+            "ipc.refused",
+            json!({"msg": id.name(), "pid": peer.pid, "uid": peer.uid}),
+        );
+        call.err(err::NOT_PERMITTED)
+    }
 }
 
 impl Call<'_> {
@@ -277,9 +332,21 @@ impl Drop for DeferredAck {
     }
 }
 
-type HandlerFn<C> = Box<dyn FnMut(&Request, Call<'_>, &mut C) -> Reply + Send>;
+/// Who may make a request: stated when its handler is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who can open the socket (queries).
+    Open,
+    /// Only peers the server's [`Policy`] allows (anything that changes state); others get
+    /// `-EACCES`, a log line and an `ipc.refused` event, and the handler is not called.
+    Privileged,
+}
 
-/// The handlers of a server, one per id, fixed before the socket is bound.
+type HandlerFn<C> = Box<dyn FnMut(Request, Call<'_>, &mut C) -> Reply + Send>;
+
+/// The handlers of a server, one per id, fixed before the socket is bound. Every
+/// registration states who may make the request ([`Access`]); the server checks it, so no
+/// handler does.
 pub struct Handlers<C> {
     by_id: HashMap<MsgId, HandlerFn<C>>,
     fallback: Option<HandlerFn<C>>,
@@ -305,31 +372,114 @@ impl<C> Default for Handlers<C> {
     }
 }
 
-impl<C> Handlers<C> {
+/// Admits or refuses the caller by `access`, notes the request, calls `f`.
+fn guarded<C>(
+    access: Access,
+    exempt: impl Fn(&Request, &PeerCred, &C) -> bool + Send + 'static,
+    mut f: impl FnMut(Request, Call<'_>, &mut C) -> Reply + Send + 'static,
+) -> HandlerFn<C> {
+    Box::new(move |request, call, ctx| {
+        let peer = call.peer();
+        call.gate.note(&request, &peer);
+        let admitted = match access {
+            Access::Open => true,
+            Access::Privileged => call.gate.policy.allows(&peer) || exempt(&request, &peer, ctx),
+        };
+        if !admitted {
+            let gate = call.gate;
+            return gate.refuse(call, &peer);
+        }
+        f(request, call, ctx)
+    })
+}
+
+/// The typed body of `request`, which triage decoded for `T::ID`.
+fn typed<T: TypedBody>(request: Request) -> Result<T, MsgId> {
+    T::from_body(request.body).map_err(|other| other.id())
+}
+
+/// Calls `f` with the typed body; a body of another id (a bug of the registration) is
+/// answered `-EINVAL` with an error log line.
+fn typed_handler<C, T: TypedBody>(
+    mut f: impl FnMut(T, Call<'_>, &mut C) -> Reply + Send + 'static,
+) -> impl FnMut(Request, Call<'_>, &mut C) -> Reply + Send + 'static {
+    move |request, call, ctx| match typed::<T>(request) {
+        Ok(body) => f(body, call, ctx),
+        Err(other) => {
+            log::error!("The handler of {} was given a {other} request", T::ID);
+            call.err(err::INVALID)
+        }
+    }
+}
+
+impl<C: 'static> Handlers<C> {
     /// No handlers.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Handles `id` with `f` (replacing an earlier handler of `id`).
+    /// Handles `T`'s id with `f`, for anyone (queries).
+    pub fn open<T: TypedBody + 'static>(
+        mut self,
+        f: impl FnMut(T, Call<'_>, &mut C) -> Reply + Send + 'static,
+    ) -> Self {
+        let h = guarded(Access::Open, |_, _, _| false, typed_handler(f));
+        self.by_id.insert(T::ID, h);
+        self
+    }
+
+    /// Handles `T`'s id with `f`, for the peers the policy allows.
+    pub fn privileged<T: TypedBody + 'static>(
+        mut self,
+        f: impl FnMut(T, Call<'_>, &mut C) -> Reply + Send + 'static,
+    ) -> Self {
+        let h = guarded(Access::Privileged, |_, _, _| false, typed_handler(f));
+        self.by_id.insert(T::ID, h);
+        self
+    }
+
+    /// Handles `T`'s id with `f`, for the peers the policy allows and those `exempt`
+    /// admits (acrnd: a device model asking for its own VM).
+    pub fn privileged_unless<T: TypedBody + 'static>(
+        mut self,
+        exempt: impl Fn(&T, &PeerCred, &C) -> bool + Send + 'static,
+        f: impl FnMut(T, Call<'_>, &mut C) -> Reply + Send + 'static,
+    ) -> Self {
+        let exempt = move |r: &Request, p: &PeerCred, c: &C| {
+            T::from_body(r.body.clone()).is_ok_and(|b| exempt(&b, p, c))
+        };
+        let h = guarded(Access::Privileged, exempt, typed_handler(f));
+        self.by_id.insert(T::ID, h);
+        self
+    }
+
+    /// Handles `id` with `f` on the whole request (for peers that answer every id alike:
+    /// the C-style facade, test peers).
     pub fn on(
         mut self,
         id: MsgId,
+        access: Access,
         f: impl FnMut(&Request, Call<'_>, &mut C) -> Reply + Send + 'static,
     ) -> Self {
-        self.by_id.insert(id, Box::new(f));
+        let mut f = f;
+        let h = guarded(access, |_, _, _| false, move |r, c, ctx| f(&r, c, ctx));
+        self.by_id.insert(id, h);
         self
     }
 
     /// Handles every id of the profile that has no handler of its own.
     pub fn fallback(
         mut self,
+        access: Access,
         f: impl FnMut(&Request, Call<'_>, &mut C) -> Reply + Send + 'static,
     ) -> Self {
-        self.fallback = Some(Box::new(f));
+        let mut f = f;
+        self.fallback = Some(guarded(access, |_, _, _| false, move |r, c, ctx| f(&r, c, ctx)));
         self
     }
+}
 
+impl<C> Handlers<C> {
     fn has(&self, id: MsgId) -> bool {
         self.by_id.contains_key(&id) || self.fallback.is_some()
     }
@@ -451,8 +601,7 @@ pub struct IpcServer<C> {
     completions_tx: Sender<Completion>,
     completions_rx: Receiver<Completion>,
     notifier: Option<Notifier>,
-    idle_timer: Option<TimerId>,
-    accept_retry: Option<TimerId>,
+    gate: Gate,
 }
 
 impl<C> fmt::Debug for IpcServer<C> {
@@ -464,7 +613,7 @@ impl<C> fmt::Debug for IpcServer<C> {
     }
 }
 
-impl<C> IpcServer<C> {
+impl<C: 'static> IpcServer<C> {
     /// Creates the directory if needed, removes stale sockets of this name, and binds
     /// `DIR/NAME.PID.socket` with mode 0660.
     pub fn bind(cfg: ServerConfig, handlers: Handlers<C>) -> Result<Self, ServerError> {
@@ -486,7 +635,13 @@ impl<C> IpcServer<C> {
         })?;
         log::info!("Serving {} on {}", cfg.name, path.display());
         let (completions_tx, completions_rx) = mpsc::channel();
+        let gate = Gate {
+            name: cfg.name.clone(),
+            policy: cfg.policy.clone(),
+            log: cfg.log.clone(),
+        };
         Ok(IpcServer {
+            gate,
             cfg,
             path,
             listener,
@@ -498,8 +653,6 @@ impl<C> IpcServer<C> {
             completions_tx,
             completions_rx,
             notifier: None,
-            idle_timer: None,
-            accept_retry: None,
         })
     }
 
@@ -517,7 +670,7 @@ impl<C> IpcServer<C> {
     /// usually came with the connection). A full batch re-arms the listener instead of
     /// draining it, so that clients reconnecting as fast as they are served cannot starve
     /// the events of other connections.
-    fn accept_batch(&mut self, ops: &mut Ops<'_, C>, ctx: &mut C) {
+    fn accept_batch(&mut self, ops: &mut Ops<'_, C, Self>, ctx: &mut C) {
         for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
                 Ok((stream, _)) => {
@@ -541,12 +694,13 @@ impl<C> IpcServer<C> {
                 Err(e) => {
                     // Connections are left in the backlog, and no new edge will come for
                     // them: look again soon.
-                    if self.accept_retry.is_none() {
+                    if !ops.is_armed(&ServerTimer::AcceptRetry) {
                         log::warn!(
-                            "{}: accept failed ({e}); retrying in {ACCEPT_RETRY:?}",
-                            self.cfg.name
+                            "{}: accept failed ({e}); retrying in {} ms",
+                            self.cfg.name,
+                            ACCEPT_RETRY.as_millis()
                         );
-                        self.accept_retry = Some(ops.arm_after(ACCEPT_RETRY));
+                        ops.arm_after(ServerTimer::AcceptRetry, ACCEPT_RETRY);
                     }
                     return;
                 }
@@ -562,7 +716,7 @@ impl<C> IpcServer<C> {
 
     /// Closes the connection idle the longest that the server owes nothing. Returns false
     /// if there is none.
-    fn evict_idlest(&mut self, ops: &mut Ops<'_, C>) -> bool {
+    fn evict_idlest(&mut self, ops: &mut Ops<'_, C, Self>) -> bool {
         let idlest = self
             .conns
             .values()
@@ -578,7 +732,7 @@ impl<C> IpcServer<C> {
         }
     }
 
-    fn admit(&mut self, mut stream: UnixStream, ops: &mut Ops<'_, C>) -> Option<Token> {
+    fn admit(&mut self, mut stream: UnixStream, ops: &mut Ops<'_, C, Self>) -> Option<Token> {
         if self.conns.len() >= self.cfg.max_connections {
             let open = self.conns.len();
             if !self.evict_idlest(ops) {
@@ -621,7 +775,7 @@ impl<C> IpcServer<C> {
         Some(token)
     }
 
-    fn close(&mut self, token: Token, ops: &mut Ops<'_, C>) {
+    fn close(&mut self, token: Token, ops: &mut Ops<'_, C, Self>) {
         if let Some(mut c) = self.conns.remove(&token) {
             ops.deregister(&mut c.stream, token);
             self.by_id.remove(&c.id);
@@ -635,15 +789,12 @@ impl<C> IpcServer<C> {
         }
         // No connection left that can expire: an armed idle timer would only wake the
         // process for nothing (acrnd idle must not wake at all).
-        if let Some(t) = self.idle_timer
-            && self.conns.values().all(|c| c.deferred > 0)
-        {
-            ops.cancel(t);
-            self.idle_timer = None;
+        if self.conns.values().all(|c| c.deferred > 0) {
+            ops.cancel(&ServerTimer::Idle);
         }
     }
 
-    fn on_conn_event(&mut self, token: Token, event: &Event, ops: &mut Ops<'_, C>, ctx: &mut C) {
+    fn on_conn_event(&mut self, token: Token, event: &Event, ops: &mut Ops<'_, C, Self>, ctx: &mut C) {
         if event.is_writable() && !self.flush(token, ops) {
             return;
         }
@@ -659,7 +810,7 @@ impl<C> IpcServer<C> {
         &mut self,
         token: Token,
         short_read_drains: bool,
-        ops: &mut Ops<'_, C>,
+        ops: &mut Ops<'_, C, Self>,
         ctx: &mut C,
     ) {
         let mut buf = [0u8; 4096];
@@ -718,7 +869,7 @@ impl<C> IpcServer<C> {
         &mut self,
         token: Token,
         mut bytes: &[u8],
-        ops: &mut Ops<'_, C>,
+        ops: &mut Ops<'_, C, Self>,
         ctx: &mut C,
     ) -> bool {
         while !bytes.is_empty() {
@@ -797,8 +948,9 @@ impl<C> IpcServer<C> {
             profile,
             completions: &self.completions_tx,
             notifier: self.notifier.as_ref().expect("set in init"),
+            gate: &self.gate,
         };
-        match handler(&request, call, ctx).0 {
+        match handler(request, call, ctx).0 {
             ReplyKind::Now(wire) => self.queue(token, &wire),
             ReplyKind::Deferred => {
                 if let Some(c) = self.conns.get_mut(&token) {
@@ -828,7 +980,7 @@ impl<C> IpcServer<C> {
 
     /// Writes queued acks until done or `WouldBlock`. Returns false if it closed the
     /// connection.
-    fn flush(&mut self, token: Token, ops: &mut Ops<'_, C>) -> bool {
+    fn flush(&mut self, token: Token, ops: &mut Ops<'_, C, Self>) -> bool {
         let Some(conn) = self.conns.get_mut(&token) else {
             return false;
         };
@@ -868,7 +1020,7 @@ impl<C> IpcServer<C> {
     }
 
     /// Closes a connection whose peer finished sending once nothing is left to answer.
-    fn close_if_done(&mut self, token: Token, ops: &mut Ops<'_, C>) {
+    fn close_if_done(&mut self, token: Token, ops: &mut Ops<'_, C, Self>) {
         let Some(c) = self.conns.get(&token) else {
             return;
         };
@@ -886,7 +1038,7 @@ impl<C> IpcServer<C> {
         self.close(token, ops);
     }
 
-    fn deliver_completions(&mut self, ops: &mut Ops<'_, C>) {
+    fn deliver_completions(&mut self, ops: &mut Ops<'_, C, Self>) {
         while let Ok(c) = self.completions_rx.try_recv() {
             let Some(&token) = self.by_id.get(&c.conn) else {
                 log::debug!(
@@ -914,10 +1066,7 @@ impl<C> IpcServer<C> {
     /// Arms the idle timer for the connection idle the longest among those that can expire
     /// (a connection waiting for a deferred ack cannot: counting it would re-arm the timer
     /// at a deadline already past, again and again).
-    fn arm_idle_timer(&mut self, ops: &mut Ops<'_, C>) {
-        if self.idle_timer.is_some() {
-            return;
-        }
+    fn arm_idle_timer(&mut self, ops: &mut Ops<'_, C, Self>) {
         if let Some(oldest) = self
             .conns
             .values()
@@ -925,11 +1074,11 @@ impl<C> IpcServer<C> {
             .map(|c| c.last_active)
             .min()
         {
-            self.idle_timer = Some(ops.arm_at(oldest + self.cfg.idle_timeout));
+            ops.arm_unless_armed(ServerTimer::Idle, oldest + self.cfg.idle_timeout);
         }
     }
 
-    fn expire_idle(&mut self, ops: &mut Ops<'_, C>) {
+    fn expire_idle(&mut self, ops: &mut Ops<'_, C, Self>) {
         let now = Instant::now();
         let idle: Vec<Token> = self
             .conns
@@ -956,14 +1105,26 @@ impl<C> Drop for IpcServer<C> {
     }
 }
 
-impl<C> Subscriber<C> for IpcServer<C> {
-    fn init(&mut self, ops: &mut Ops<'_, C>) -> io::Result<()> {
+/// The timers of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTimer {
+    /// The connection idle the longest may have expired.
+    Idle,
+    /// Accept again after a failed accept.
+    AcceptRetry,
+}
+
+impl<C: 'static> Subscriber<C> for IpcServer<C> {
+    type Timer = ServerTimer;
+    type Done = ();
+
+    fn init(&mut self, ops: &mut Ops<'_, C, Self>) -> io::Result<()> {
         self.listener_token = Some(ops.register(&mut self.listener, Interest::READABLE)?);
         self.notifier = Some(ops.notifier());
         Ok(())
     }
 
-    fn on_event(&mut self, event: &Event, ops: &mut Ops<'_, C>, ctx: &mut C) {
+    fn on_event(&mut self, event: &Event, ops: &mut Ops<'_, C, Self>, ctx: &mut C) {
         if Some(event.token()) == self.listener_token {
             self.accept_batch(ops, ctx);
         } else {
@@ -971,19 +1132,17 @@ impl<C> Subscriber<C> for IpcServer<C> {
         }
     }
 
-    fn on_timer(&mut self, id: TimerId, ops: &mut Ops<'_, C>, ctx: &mut C) {
-        if Some(id) == self.accept_retry {
-            self.accept_retry = None;
-            self.accept_batch(ops, ctx);
-        }
-        if Some(id) == self.idle_timer {
-            self.idle_timer = None;
-            self.expire_idle(ops);
-            self.arm_idle_timer(ops);
+    fn on_timer(&mut self, key: ServerTimer, ops: &mut Ops<'_, C, Self>, ctx: &mut C) {
+        match key {
+            ServerTimer::AcceptRetry => self.accept_batch(ops, ctx),
+            ServerTimer::Idle => {
+                self.expire_idle(ops);
+                self.arm_idle_timer(ops);
+            }
         }
     }
 
-    fn on_notify(&mut self, ops: &mut Ops<'_, C>, _ctx: &mut C) {
+    fn on_notify(&mut self, ops: &mut Ops<'_, C, Self>, _ctx: &mut C) {
         self.deliver_completions(ops);
     }
 }

@@ -486,7 +486,7 @@ impl<C: DeviceModel + 'static> Monitor<C> {
         let vm = VmName::new(&cfg.vm, cfg.profile)?;
         let mut dispatcher = Dispatcher::new(registry, cfg.policy.clone());
         let handlers = Handlers::new()
-            .fallback(move |req, call, ctx: &mut C| dispatcher.handle(req, call, ctx));
+            .fallback(Access::Open, move |req, call, ctx: &mut C| dispatcher.handle(req, call, ctx));
         let mut scfg = ServerConfig::new(vm.monitor_name(), &cfg.socket_dir);
         scfg.profile = cfg.profile;
         let server = IpcServer::bind(scfg, handlers)?;
@@ -781,10 +781,10 @@ mod tests {
         let acrnd = spawn_server(
             ServerConfig::new("acrnd", dir.path()),
             Handlers::new()
-                .on(MsgId::DmNotify, move |r, c, s| {
+                .on(MsgId::DmNotify, Access::Open, move |r, c, s| {
                     (hold.lock().expect("lock"))(r, c, s)
                 })
-                .on(MsgId::AcrndTimer, move |r, c, s| {
+                .on(MsgId::AcrndTimer, Access::Open, move |r, c, s| {
                     (h2.lock().expect("lock"))(r, c, s)
                 }),
             (),

@@ -15,7 +15,7 @@ use acrn_tests::{Procs, TestDir, wait_for, wait_until};
 use mngr_ipc::client::{Client, ClientError};
 use mngr_ipc::event_log::{LoggedEvent, read_events};
 use mngr_ipc::msg::{AckPayload, Body, MsgId, Request};
-use mngr_ipc::server::{Call, Handlers, PeerCred, ServerConfig, ServerThread, spawn_server};
+use mngr_ipc::server::{Access, Call, Handlers, PeerCred, ServerConfig, ServerThread, spawn_server};
 use mngr_ipc::{Ack, Profile};
 use serialport::{SerialPort, TTYPort};
 
@@ -55,8 +55,8 @@ impl TestAcrnd {
             }
         };
         let h = Handlers::new()
-            .on(MsgId::AcrndTimer, rec(Arc::clone(&got)))
-            .on(MsgId::DmNotify, rec(Arc::clone(&got)));
+            .on(MsgId::AcrndTimer, Access::Open, rec(Arc::clone(&got)))
+            .on(MsgId::DmNotify, Access::Open, rec(Arc::clone(&got)));
         let mut cfg = ServerConfig::new("acrnd", dir);
         cfg.profile = profile;
         let server = spawn_server(cfg, h, ()).expect("test acrnd");

@@ -16,7 +16,7 @@ use mngr_ipc::event_log::{LoggedEvent, read_events};
 use mngr_ipc::msg::{
     AckPayload, Body, MsgId, Request, StopTarget, VmEntry, epoch_now, err, vm_state,
 };
-use mngr_ipc::server::{Handlers, ServerConfig, ServerThread, spawn_server};
+use mngr_ipc::server::{Access, Handlers, ServerConfig, ServerThread, spawn_server};
 
 pub(crate) const T: Duration = Duration::from_secs(15);
 
@@ -34,7 +34,7 @@ impl TestLcs {
         let tx = Mutex::new(tx);
         let r = Arc::new(AtomicU32::new(reason));
         let r2 = Arc::clone(&r);
-        let h = Handlers::new().fallback(move |req: &Request, call, _: &mut ()| {
+        let h = Handlers::new().fallback(Access::Open, move |req: &Request, call, _: &mut ()| {
             let _ = tx.lock().expect("lock").send(req.body.clone());
             match req.id() {
                 MsgId::WakeupReason => call.ack(AckPayload::Reason(r2.load(Ordering::SeqCst))),

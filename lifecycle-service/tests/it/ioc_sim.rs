@@ -14,7 +14,7 @@ use mngr_ipc::cbc::Frame;
 use mngr_ipc::event_log::{LoggedEvent, read_events};
 use mngr_ipc::line::{LineCodec, LineDevice, LineMode, open_line};
 use mngr_ipc::msg::{AckPayload, Body, MsgId, Request};
-use mngr_ipc::server::{Call, Handlers, ServerConfig, spawn_server};
+use mngr_ipc::server::{Access, Call, Handlers, ServerConfig, spawn_server};
 use nix::sys::signal::Signal;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ioc-sim");
@@ -706,9 +706,7 @@ fn reboot_request_reaches_the_lifecycle_service() {
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = Arc::clone(&seen);
-    let handlers = Handlers::new().on(
-        MsgId::Reboot,
-        move |req: &Request, call: Call<'_>, _: &mut ()| {
+    let handlers = Handlers::new().on(MsgId::Reboot, Access::Open, move |req: &Request, call: Call<'_>, _: &mut ()| {
             seen2.lock().expect("lock").push(req.body.clone());
             call.ack(AckPayload::Err(0))
         },

@@ -16,7 +16,7 @@ use mngr_ipc::Profile;
 use mngr_ipc::cbc::LinkStream;
 use mngr_ipc::client::Client;
 use mngr_ipc::msg::{AckPayload, Body, MsgId, Request, StopTarget, epoch_now, err};
-use mngr_ipc::server::{Handlers, PeerCred, ServerConfig, ServerThread, spawn_server};
+use mngr_ipc::server::{Access, Handlers, PeerCred, ServerConfig, ServerThread, spawn_server};
 use serialport::{SerialPort, TTYPort};
 
 pub(crate) const T: Duration = Duration::from_secs(10);
@@ -155,10 +155,10 @@ impl TestAcrnd {
         let record = std::sync::Arc::new(Mutex::new(record));
         let r2 = std::sync::Arc::clone(&record);
         let h = Handlers::new()
-            .on(MsgId::AcrndStop, move |r, c, s| {
+            .on(MsgId::AcrndStop, Access::Open, move |r, c, s| {
                 (record.lock().expect("lock"))(r, c, s)
             })
-            .on(MsgId::AcrndResume, move |r, c, s| {
+            .on(MsgId::AcrndResume, Access::Open, move |r, c, s| {
                 (r2.lock().expect("lock"))(r, c, s)
             });
         let server = spawn_server(ServerConfig::new("acrnd", dir), h, ()).expect("test acrnd");

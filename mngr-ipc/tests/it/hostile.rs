@@ -13,7 +13,7 @@ use acrn_tests::{TestDir, wait_for};
 use mngr_ipc::client::Client;
 use mngr_ipc::limits::{NOFILE_WANTED, raise_nofile};
 use mngr_ipc::msg::{AckPayload, Body, MsgId, Request, StopTarget, err};
-use mngr_ipc::server::{Handlers, ServerConfig, ServerThread, spawn_server};
+use mngr_ipc::server::{Access, Handlers, ServerConfig, ServerThread, spawn_server};
 use mngr_ipc::{Profile, Wire};
 
 const T: Duration = Duration::from_secs(10);
@@ -21,7 +21,7 @@ const T: Duration = Duration::from_secs(10);
 const LATENCY_BOUND: Duration = Duration::from_millis(500);
 
 fn query_server(dir: &TestDir, cfg: impl FnOnce(&mut ServerConfig)) -> ServerThread {
-    let h = Handlers::new().on(MsgId::DmQuery, |_r, call, _: &mut ()| {
+    let h = Handlers::new().on(MsgId::DmQuery, Access::Open, |_r, call, _: &mut ()| {
         call.ack(AckPayload::State(7))
     });
     let mut c = ServerConfig::new("acrnd", dir.path());
@@ -191,7 +191,7 @@ fn every_id_of_every_profile_with_edge_values_gets_a_sane_ack() {
     for profile in [Profile::F, Profile::E, Profile::D] {
         let dir = TestDir::new("ipc-edges");
         // Every id handled: whatever decodes is answered 0.
-        let h = Handlers::new().fallback(|_r, call, _: &mut ()| call.err(0));
+        let h = Handlers::new().fallback(Access::Open, |_r, call, _: &mut ()| call.err(0));
         let mut cfg = ServerConfig::new("edge", dir.path());
         cfg.profile = profile;
         let server = spawn_server(cfg, h, ()).expect("start");
@@ -304,7 +304,7 @@ fn thread_switches(comm: &str) -> Option<u64> {
 fn an_idle_server_does_not_wake_after_its_connections_close() {
     let dir = TestDir::new("ipc-quiet");
     let idle = Duration::from_millis(500);
-    let h = Handlers::new().on(MsgId::DmQuery, |_r, call, _: &mut ()| {
+    let h = Handlers::new().on(MsgId::DmQuery, Access::Open, |_r, call, _: &mut ()| {
         call.ack(AckPayload::State(7))
     });
     let mut cfg = ServerConfig::new("quiet", dir.path());

@@ -12,13 +12,13 @@ use acrn_tests::{TestDir, wait_for, wait_until};
 use mngr_ipc::client::{Client, ClientError};
 use mngr_ipc::msg::{AckPayload, Body, MsgId, Request, err};
 use mngr_ipc::naming::{self, socket_file_name};
-use mngr_ipc::server::{DeferredAck, Handlers, PeerCred, ServerConfig, ServerThread, spawn_server};
+use mngr_ipc::server::{Access, DeferredAck, Handlers, PeerCred, ServerConfig, ServerThread, spawn_server};
 use mngr_ipc::{MSG_LEN, Profile, Wire};
 
 const T: Duration = Duration::from_secs(5);
 
 fn query_server(dir: &Path, name: &str, state: i32) -> ServerThread {
-    let h = Handlers::new().on(MsgId::DmQuery, move |_r, call, _: &mut ()| {
+    let h = Handlers::new().on(MsgId::DmQuery, Access::Open, move |_r, call, _: &mut ()| {
         call.ack(AckPayload::State(state))
     });
     spawn_server(ServerConfig::new(name, dir), h, ()).expect("server starts")
@@ -210,7 +210,7 @@ fn unknown_ids_and_malformed_requests_get_error_acks() {
     assert_eq!(&ack[24..28], &err::UNKNOWN_ID.to_le_bytes());
     // A malformed DM_QUERY cannot exist (no payload); use a handled id with a bad name.
     drop(s);
-    let h = Handlers::new().on(MsgId::AcrndTimer, |_r, call, _: &mut ()| call.err(0));
+    let h = Handlers::new().on(MsgId::AcrndTimer, Access::Open, |_r, call, _: &mut ()| call.err(0));
     let _acrnd2 = spawn_server(ServerConfig::new("acrnd2", dir.path()), h, ()).expect("start");
     let mut s = connect(dir.path(), "acrnd2");
     let mut bad = wire(
@@ -242,7 +242,7 @@ fn unknown_ids_and_malformed_requests_get_error_acks() {
 fn missing_acks_are_errors_within_the_deadline() {
     let dir = TestDir::new("ipc-timeout");
     // A server that defers and never answers.
-    let h = Handlers::new().on(MsgId::DmStop, |_r, call, held: &mut Vec<DeferredAck>| {
+    let h = Handlers::new().on(MsgId::DmStop, Access::Open, |_r, call, held: &mut Vec<DeferredAck>| {
         let (reply, d) = call.defer();
         held.push(d);
         reply
@@ -293,7 +293,7 @@ fn peer_credentials_reach_the_handler() {
     let dir = TestDir::new("ipc-creds");
     let (tx, rx) = mpsc::channel::<PeerCred>();
     let tx = Mutex::new(tx);
-    let h = Handlers::new().on(MsgId::DmQuery, move |_r, call, _: &mut ()| {
+    let h = Handlers::new().on(MsgId::DmQuery, Access::Open, move |_r, call, _: &mut ()| {
         tx.lock().expect("lock").send(call.peer()).expect("send");
         call.ack(AckPayload::State(0))
     });
@@ -337,7 +337,7 @@ fn peer_credentials_of_another_user() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let (tx, rx) = mpsc::channel::<PeerCred>();
     let tx = Mutex::new(tx);
-    let h = Handlers::new().on(MsgId::DmQuery, move |_r, call, _: &mut ()| {
+    let h = Handlers::new().on(MsgId::DmQuery, Access::Open, move |_r, call, _: &mut ()| {
         tx.lock().expect("lock").send(call.peer()).expect("send");
         call.ack(AckPayload::State(0))
     });
@@ -366,7 +366,7 @@ fn deferred_ack_arrives_while_the_loop_serves_others() {
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let release_rx = Arc::new(Mutex::new(release_rx));
     let h = Handlers::new()
-        .on(MsgId::DmSuspend, move |_r, call, _: &mut ()| {
+        .on(MsgId::DmSuspend, Access::Open, move |_r, call, _: &mut ()| {
             let (reply, d) = call.defer();
             let rx = Arc::clone(&release_rx);
             std::thread::spawn(move || {
@@ -376,7 +376,7 @@ fn deferred_ack_arrives_while_the_loop_serves_others() {
             });
             reply
         })
-        .on(MsgId::DmQuery, |_r, call, _: &mut ()| {
+        .on(MsgId::DmQuery, Access::Open, |_r, call, _: &mut ()| {
             call.ack(AckPayload::State(0))
         });
     let _server = spawn_server(ServerConfig::new("vm1.monitor", dir.path()), h, ()).expect("start");
@@ -404,7 +404,7 @@ fn deferred_ack_arrives_while_the_loop_serves_others() {
 #[test]
 fn dropped_deferred_ack_answers_failure() {
     let dir = TestDir::new("ipc-dropdef");
-    let h = Handlers::new().on(MsgId::DmResume, |_r, call, _: &mut ()| {
+    let h = Handlers::new().on(MsgId::DmResume, Access::Open, |_r, call, _: &mut ()| {
         let (reply, d) = call.defer();
         drop(d);
         reply
@@ -423,7 +423,7 @@ fn dropped_deferred_ack_answers_failure() {
 #[test]
 fn idle_connections_never_lock_out_a_request() {
     let dir = TestDir::new("ipc-idle");
-    let h = Handlers::new().on(MsgId::DmQuery, |_r, call, _: &mut ()| {
+    let h = Handlers::new().on(MsgId::DmQuery, Access::Open, |_r, call, _: &mut ()| {
         call.ack(AckPayload::State(0))
     });
     let mut cfg = ServerConfig::new("acrnd", dir.path());
@@ -447,7 +447,7 @@ fn idle_connections_never_lock_out_a_request() {
 #[test]
 fn idle_timeout_closes_silent_connections() {
     let dir = TestDir::new("ipc-idlet");
-    let h = Handlers::new().on(MsgId::DmQuery, |_r, call, _: &mut ()| {
+    let h = Handlers::new().on(MsgId::DmQuery, Access::Open, |_r, call, _: &mut ()| {
         call.ack(AckPayload::State(0))
     });
     let mut cfg = ServerConfig::new("acrnd", dir.path());
@@ -494,7 +494,7 @@ fn no_ack_sends_complete_messages() {
     let dir = TestDir::new("ipc-noack");
     let (tx, rx) = mpsc::channel::<i32>();
     let tx = Mutex::new(tx);
-    let h = Handlers::new().on(MsgId::Shutdown, move |r, call, _: &mut ()| {
+    let h = Handlers::new().on(MsgId::Shutdown, Access::Open, move |r, call, _: &mut ()| {
         if let Body::Shutdown { err } = r.body {
             tx.lock().expect("lock").send(err).expect("send");
         }
@@ -536,7 +536,7 @@ fn a_deferred_ack_outliving_the_idle_timeout_does_not_stall_the_server() {
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let release_rx = Arc::new(Mutex::new(release_rx));
     let h = Handlers::new()
-        .on(MsgId::DmSuspend, move |_r, call, _: &mut ()| {
+        .on(MsgId::DmSuspend, Access::Open, move |_r, call, _: &mut ()| {
             let (reply, d) = call.defer();
             let rx = Arc::clone(&release_rx);
             std::thread::spawn(move || {
@@ -545,7 +545,7 @@ fn a_deferred_ack_outliving_the_idle_timeout_does_not_stall_the_server() {
             });
             reply
         })
-        .on(MsgId::DmQuery, |_r, call, _: &mut ()| {
+        .on(MsgId::DmQuery, Access::Open, |_r, call, _: &mut ()| {
             call.ack(AckPayload::State(0))
         });
     let mut cfg = ServerConfig::new("vm1.monitor", dir.path());
@@ -568,4 +568,97 @@ fn a_deferred_ack_outliving_the_idle_timeout_does_not_stall_the_server() {
     release_tx.send(()).expect("release");
     let ack = read_ack(&mut slow);
     assert_eq!(&ack[24..28], &0i32.to_le_bytes());
+}
+
+/// A server with one handler of each access class; its context counts the calls that got
+/// through. `allowed` is the policy's only uid.
+fn access_server(dir: &Path, allowed: u32, log: &Path) -> (ServerThread, Arc<Mutex<Vec<MsgId>>>) {
+    use mngr_ipc::auth::Policy;
+    use mngr_ipc::event_log::EventLog;
+    use mngr_ipc::msg::body;
+    let called = Arc::new(Mutex::new(Vec::new()));
+    let h = Handlers::new()
+        .open(|_: body::CtlList, call, c: &mut Arc<Mutex<Vec<MsgId>>>| {
+            c.lock().expect("lock").push(MsgId::CtlList);
+            call.ack(AckPayload::Err(err::OK))
+        })
+        .privileged(|b: body::CtlStop, call, c: &mut Arc<Mutex<Vec<MsgId>>>| {
+            assert_eq!(b.name, "vm1", "the typed body carries the fields");
+            c.lock().expect("lock").push(MsgId::CtlStop);
+            call.ack(AckPayload::Err(err::OK))
+        })
+        .privileged_unless(
+            |b: &body::AcrndTimer, _peer, _c: &Arc<Mutex<Vec<MsgId>>>| b.name == "own",
+            |_: body::AcrndTimer, call, c: &mut Arc<Mutex<Vec<MsgId>>>| {
+                c.lock().expect("lock").push(MsgId::AcrndTimer);
+                call.ack(AckPayload::Err(err::OK))
+            },
+        );
+    let mut cfg = ServerConfig::new("acrnd", dir);
+    cfg.policy = Policy::new(vec![allowed], Vec::new());
+    cfg.log = EventLog::open(log, "acrnd").expect("event log");
+    let server = spawn_server(cfg, h, Arc::clone(&called)).expect("server starts");
+    (server, called)
+}
+
+fn err_of(dir: &Path, body: Body) -> i32 {
+    Client::new(dir, Profile::F)
+        .send("acrnd", &Request::now(body), T)
+        .expect("answered")
+        .err()
+        .expect("an err payload")
+}
+
+#[test]
+fn registration_states_who_may_ask_and_the_server_refuses_the_others() {
+    let dir = TestDir::new("ipc-access");
+    let log = dir.path().join("events.jsonl");
+    let me = nix::unistd::getuid().as_raw();
+    // A policy that does not allow this process: only open handlers and exemptions run.
+    let (server, called) = access_server(dir.path(), me.wrapping_add(1), &log);
+    let stop = Body::CtlStop {
+        name: "vm1".into(),
+        force: 0,
+        timeout: 0,
+    };
+    let timer = |name: &str| Body::AcrndTimer {
+        name: name.into(),
+        t: 1,
+    };
+    assert_eq!(err_of(dir.path(), Body::CtlList { start: 0 }), err::OK);
+    assert_eq!(err_of(dir.path(), stop.clone()), err::NOT_PERMITTED);
+    assert_eq!(err_of(dir.path(), timer("other")), err::NOT_PERMITTED);
+    assert_eq!(err_of(dir.path(), timer("own")), err::OK, "exempted");
+    assert_eq!(
+        *called.lock().expect("lock"),
+        vec![MsgId::CtlList, MsgId::AcrndTimer],
+        "a refused request never reaches its handler"
+    );
+    server.stop();
+    let events = mngr_ipc::event_log::read_events(&log).expect("events");
+    let refused: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == "ipc.refused")
+        .map(|e| e.fields["msg"].as_str().expect("msg").to_owned())
+        .collect();
+    assert_eq!(refused, ["CTL_STOP", "ACRND_TIMER"]);
+    let described = events
+        .iter()
+        .find(|e| e.kind == "ipc.request" && e.fields["msg"] == "CTL_STOP")
+        .expect("the request is noted");
+    assert_eq!(
+        described.fields["body"],
+        "CTL_STOP name: vm1, force: 0, timeout: 0"
+    );
+
+    // The same server allowing this process serves everything.
+    let dir = TestDir::new("ipc-access-allowed");
+    let (server, called) = access_server(dir.path(), me, &dir.path().join("events.jsonl"));
+    assert_eq!(err_of(dir.path(), stop), err::OK);
+    assert_eq!(err_of(dir.path(), timer("other")), err::OK);
+    assert_eq!(
+        *called.lock().expect("lock"),
+        vec![MsgId::CtlStop, MsgId::AcrndTimer]
+    );
+    server.stop();
 }
