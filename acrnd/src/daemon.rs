@@ -602,19 +602,39 @@ fn handlers() -> Handlers<Acrnd> {
             s.note(r, &c.peer());
             c.ack(AckPayload::Reason(s.reason))
         })
-        .on(MsgId::DmNotify, Access::Open, |r, c, s: &mut Acrnd| s.on_notify(r, c))
-        .on(MsgId::AcrndStop, Access::Open, |r, c, s: &mut Acrnd| s.on_stop(r, c))
+        .on(MsgId::DmNotify, Access::Open, |r, c, s: &mut Acrnd| {
+            s.on_notify(r, c)
+        })
+        .on(MsgId::AcrndStop, Access::Open, |r, c, s: &mut Acrnd| {
+            s.on_stop(r, c)
+        })
         .on(MsgId::AcrndSuspend, Access::Open, |r, c, s: &mut Acrnd| {
             s.on_suspend_all(r, c)
         })
-        .on(MsgId::AcrndResume, Access::Open, |r, c, s: &mut Acrnd| s.on_resume(r, c))
-        .on(MsgId::CtlList, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlTimers, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlStatus, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlStart, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlStop, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlSuspend, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
-        .on(MsgId::CtlResume, Access::Open, |r, c, s: &mut Acrnd| s.ctl(r, c))
+        .on(MsgId::AcrndResume, Access::Open, |r, c, s: &mut Acrnd| {
+            s.on_resume(r, c)
+        })
+        .on(MsgId::CtlList, Access::Open, |r, c, s: &mut Acrnd| {
+            s.ctl(r, c)
+        })
+        .on(MsgId::CtlTimers, Access::Open, |r, c, s: &mut Acrnd| {
+            s.ctl(r, c)
+        })
+        .on(MsgId::CtlStatus, Access::Open, |r, c, s: &mut Acrnd| {
+            s.ctl(r, c)
+        })
+        .on(MsgId::CtlStart, Access::Open, |r, c, s: &mut Acrnd| {
+            s.ctl(r, c)
+        })
+        .on(MsgId::CtlStop, Access::Open, |r, c, s: &mut Acrnd| {
+            s.ctl(r, c)
+        })
+        .on(MsgId::CtlSuspend, Access::Open, |r, c, s: &mut Acrnd| {
+            s.ctl(r, c)
+        })
+        .on(MsgId::CtlResume, Access::Open, |r, c, s: &mut Acrnd| {
+            s.ctl(r, c)
+        })
 }
 
 /// The subscriber that owns timers, watches and workers.

@@ -259,10 +259,18 @@ fn lcs_handlers() -> Handlers<Lcs> {
         .on(MsgId::WakeupReason, Access::Open, |r, c, s: &mut Lcs| {
             s.on_wakeup_reason(r, c)
         })
-        .on(MsgId::RtcTimer, Access::Open, |r, c, s: &mut Lcs| s.on_rtc_timer(r, c))
-        .on(MsgId::Shutdown, Access::Open, |r, c, s: &mut Lcs| s.on_verdict(r, c))
-        .on(MsgId::Suspend, Access::Open, |r, c, s: &mut Lcs| s.on_verdict(r, c))
-        .on(MsgId::Reboot, Access::Open, |r, c, s: &mut Lcs| s.on_verdict(r, c))
+        .on(MsgId::RtcTimer, Access::Open, |r, c, s: &mut Lcs| {
+            s.on_rtc_timer(r, c)
+        })
+        .on(MsgId::Shutdown, Access::Open, |r, c, s: &mut Lcs| {
+            s.on_verdict(r, c)
+        })
+        .on(MsgId::Suspend, Access::Open, |r, c, s: &mut Lcs| {
+            s.on_verdict(r, c)
+        })
+        .on(MsgId::Reboot, Access::Open, |r, c, s: &mut Lcs| {
+            s.on_verdict(r, c)
+        })
 }
 
 fn standin_handlers() -> Handlers<Lcs> {

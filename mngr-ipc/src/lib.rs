@@ -13,6 +13,7 @@
 //! * [`limits`]: the resource limits a daemon raises at start-up (open files).
 //! * [`line`](mod@line): the IOC lifecycle line (CBC char device or UART) and its framing.
 //! * [`event_log`]: the JSON-lines event log every binary offers with `--event-log`.
+//! * [`daemon`]: what every binary shares: logging setup, common options, `RunError`.
 //! * [`vocabulary`]: the suite's words, once: server names, the VM-name rule, status phases.
 //!
 //! A daemon serves requests from its own loop:
@@ -42,6 +43,7 @@ pub mod auth;
 pub mod cbc;
 pub mod client;
 pub mod codec;
+pub mod daemon;
 pub mod event_log;
 pub mod facade;
 pub mod host;

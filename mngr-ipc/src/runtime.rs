@@ -135,7 +135,8 @@ struct Timers {
 impl Timers {
     /// The live or in-flight timer of `sub` armed with `key`.
     fn find<K: PartialEq + 'static>(&self, sub: SubscriberId, key: &K) -> Option<TimerId> {
-        let same = |s: SubscriberId, k: &Rc<dyn Any>| s == sub && k.downcast_ref::<K>() == Some(key);
+        let same =
+            |s: SubscriberId, k: &Rc<dyn Any>| s == sub && k.downcast_ref::<K>() == Some(key);
         self.live
             .iter()
             .find(|(_, e)| same(e.sub, &e.key))
@@ -468,7 +469,10 @@ impl<'a, C, S: Subscriber<C>> Ops<'a, C, S> {
     fn arm(&mut self, key: S::Timer, deadline: Instant, period: Option<Duration>) {
         self.cancel(&key);
         let sub = self.raw.sub;
-        self.raw.core.timers.arm(sub, Rc::new(key), deadline, period);
+        self.raw
+            .core
+            .timers
+            .arm(sub, Rc::new(key), deadline, period);
     }
 
     /// Arms the one-shot timer `key` at `deadline` (moving it if it was armed).
@@ -1013,7 +1017,13 @@ mod tests {
             assert!(!ops.is_armed(&Tick::Moved(2)), "keys compare by value");
             Ok(())
         }
-        fn on_event(&mut self, _: &Event, _: &mut Ops<'_, Vec<Instant>, Self>, _: &mut Vec<Instant>) {}
+        fn on_event(
+            &mut self,
+            _: &Event,
+            _: &mut Ops<'_, Vec<Instant>, Self>,
+            _: &mut Vec<Instant>,
+        ) {
+        }
         fn on_timer(
             &mut self,
             key: Tick,
@@ -1066,7 +1076,8 @@ mod tests {
         let id = t.arm(s, Rc::new(()), start, Some(p));
         // The loop got to it 35 ms late: it fires once, then resumes at start + 40 ms.
         assert_eq!(
-            t.pop_due(start + Duration::from_millis(35)).map(|f| (f.0, f.1)),
+            t.pop_due(start + Duration::from_millis(35))
+                .map(|f| (f.0, f.1)),
             Some((id, s))
         );
         assert!(t.pop_due(start + Duration::from_millis(35)).is_none());

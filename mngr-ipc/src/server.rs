@@ -474,7 +474,11 @@ impl<C: 'static> Handlers<C> {
         f: impl FnMut(&Request, Call<'_>, &mut C) -> Reply + Send + 'static,
     ) -> Self {
         let mut f = f;
-        self.fallback = Some(guarded(access, |_, _, _| false, move |r, c, ctx| f(&r, c, ctx)));
+        self.fallback = Some(guarded(
+            access,
+            |_, _, _| false,
+            move |r, c, ctx| f(&r, c, ctx),
+        ));
         self
     }
 }
@@ -794,7 +798,13 @@ impl<C: 'static> IpcServer<C> {
         }
     }
 
-    fn on_conn_event(&mut self, token: Token, event: &Event, ops: &mut Ops<'_, C, Self>, ctx: &mut C) {
+    fn on_conn_event(
+        &mut self,
+        token: Token,
+        event: &Event,
+        ops: &mut Ops<'_, C, Self>,
+        ctx: &mut C,
+    ) {
         if event.is_writable() && !self.flush(token, ops) {
             return;
         }

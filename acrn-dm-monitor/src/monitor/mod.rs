@@ -485,8 +485,9 @@ impl<C: DeviceModel + 'static> Monitor<C> {
     ) -> Result<(Monitor<C>, MonitorState), MonitorError> {
         let vm = VmName::new(&cfg.vm, cfg.profile)?;
         let mut dispatcher = Dispatcher::new(registry, cfg.policy.clone());
-        let handlers = Handlers::new()
-            .fallback(Access::Open, move |req, call, ctx: &mut C| dispatcher.handle(req, call, ctx));
+        let handlers = Handlers::new().fallback(Access::Open, move |req, call, ctx: &mut C| {
+            dispatcher.handle(req, call, ctx)
+        });
         let mut scfg = ServerConfig::new(vm.monitor_name(), &cfg.socket_dir);
         scfg.profile = cfg.profile;
         let server = IpcServer::bind(scfg, handlers)?;

@@ -15,7 +15,9 @@ use acrn_tests::{Procs, TestDir, wait_for, wait_until};
 use mngr_ipc::client::{Client, ClientError};
 use mngr_ipc::event_log::{LoggedEvent, read_events};
 use mngr_ipc::msg::{AckPayload, Body, MsgId, Request};
-use mngr_ipc::server::{Access, Call, Handlers, PeerCred, ServerConfig, ServerThread, spawn_server};
+use mngr_ipc::server::{
+    Access, Call, Handlers, PeerCred, ServerConfig, ServerThread, spawn_server,
+};
 use mngr_ipc::{Ack, Profile};
 use serialport::{SerialPort, TTYPort};
 

@@ -706,7 +706,10 @@ fn reboot_request_reaches_the_lifecycle_service() {
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = Arc::clone(&seen);
-    let handlers = Handlers::new().on(MsgId::Reboot, Access::Open, move |req: &Request, call: Call<'_>, _: &mut ()| {
+    let handlers = Handlers::new().on(
+        MsgId::Reboot,
+        Access::Open,
+        move |req: &Request, call: Call<'_>, _: &mut ()| {
             seen2.lock().expect("lock").push(req.body.clone());
             call.ack(AckPayload::Err(0))
         },

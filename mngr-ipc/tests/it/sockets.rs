@@ -12,7 +12,9 @@ use acrn_tests::{TestDir, wait_for, wait_until};
 use mngr_ipc::client::{Client, ClientError};
 use mngr_ipc::msg::{AckPayload, Body, MsgId, Request, err};
 use mngr_ipc::naming::{self, socket_file_name};
-use mngr_ipc::server::{Access, DeferredAck, Handlers, PeerCred, ServerConfig, ServerThread, spawn_server};
+use mngr_ipc::server::{
+    Access, DeferredAck, Handlers, PeerCred, ServerConfig, ServerThread, spawn_server,
+};
 use mngr_ipc::{MSG_LEN, Profile, Wire};
 
 const T: Duration = Duration::from_secs(5);
@@ -210,7 +212,9 @@ fn unknown_ids_and_malformed_requests_get_error_acks() {
     assert_eq!(&ack[24..28], &err::UNKNOWN_ID.to_le_bytes());
     // A malformed DM_QUERY cannot exist (no payload); use a handled id with a bad name.
     drop(s);
-    let h = Handlers::new().on(MsgId::AcrndTimer, Access::Open, |_r, call, _: &mut ()| call.err(0));
+    let h = Handlers::new().on(MsgId::AcrndTimer, Access::Open, |_r, call, _: &mut ()| {
+        call.err(0)
+    });
     let _acrnd2 = spawn_server(ServerConfig::new("acrnd2", dir.path()), h, ()).expect("start");
     let mut s = connect(dir.path(), "acrnd2");
     let mut bad = wire(
@@ -242,11 +246,15 @@ fn unknown_ids_and_malformed_requests_get_error_acks() {
 fn missing_acks_are_errors_within_the_deadline() {
     let dir = TestDir::new("ipc-timeout");
     // A server that defers and never answers.
-    let h = Handlers::new().on(MsgId::DmStop, Access::Open, |_r, call, held: &mut Vec<DeferredAck>| {
-        let (reply, d) = call.defer();
-        held.push(d);
-        reply
-    });
+    let h = Handlers::new().on(
+        MsgId::DmStop,
+        Access::Open,
+        |_r, call, held: &mut Vec<DeferredAck>| {
+            let (reply, d) = call.defer();
+            held.push(d);
+            reply
+        },
+    );
     let _server =
         spawn_server(ServerConfig::new("hang", dir.path()), h, Vec::new()).expect("start");
     let client = Client::new(dir.path(), Profile::F);
@@ -366,16 +374,20 @@ fn deferred_ack_arrives_while_the_loop_serves_others() {
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let release_rx = Arc::new(Mutex::new(release_rx));
     let h = Handlers::new()
-        .on(MsgId::DmSuspend, Access::Open, move |_r, call, _: &mut ()| {
-            let (reply, d) = call.defer();
-            let rx = Arc::clone(&release_rx);
-            std::thread::spawn(move || {
-                // Slow work on a worker: wait until the test says so.
-                rx.lock().expect("lock").recv_timeout(T).expect("released");
-                d.complete(AckPayload::Err(0));
-            });
-            reply
-        })
+        .on(
+            MsgId::DmSuspend,
+            Access::Open,
+            move |_r, call, _: &mut ()| {
+                let (reply, d) = call.defer();
+                let rx = Arc::clone(&release_rx);
+                std::thread::spawn(move || {
+                    // Slow work on a worker: wait until the test says so.
+                    rx.lock().expect("lock").recv_timeout(T).expect("released");
+                    d.complete(AckPayload::Err(0));
+                });
+                reply
+            },
+        )
         .on(MsgId::DmQuery, Access::Open, |_r, call, _: &mut ()| {
             call.ack(AckPayload::State(0))
         });
@@ -536,15 +548,19 @@ fn a_deferred_ack_outliving_the_idle_timeout_does_not_stall_the_server() {
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let release_rx = Arc::new(Mutex::new(release_rx));
     let h = Handlers::new()
-        .on(MsgId::DmSuspend, Access::Open, move |_r, call, _: &mut ()| {
-            let (reply, d) = call.defer();
-            let rx = Arc::clone(&release_rx);
-            std::thread::spawn(move || {
-                rx.lock().expect("lock").recv_timeout(T).expect("released");
-                d.complete(AckPayload::Err(0));
-            });
-            reply
-        })
+        .on(
+            MsgId::DmSuspend,
+            Access::Open,
+            move |_r, call, _: &mut ()| {
+                let (reply, d) = call.defer();
+                let rx = Arc::clone(&release_rx);
+                std::thread::spawn(move || {
+                    rx.lock().expect("lock").recv_timeout(T).expect("released");
+                    d.complete(AckPayload::Err(0));
+                });
+                reply
+            },
+        )
         .on(MsgId::DmQuery, Access::Open, |_r, call, _: &mut ()| {
             call.ack(AckPayload::State(0))
         });
