@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use clap::Parser;
 use mngr_ipc::Profile;
-use mngr_ipc::auth::{Policy, resolve_group};
+use mngr_ipc::auth::Policy;
 use mngr_ipc::host::DEFAULT_INTENT_CMD;
+use mngr_ipc::daemon::{CommonArgs, OptionError};
 use mngr_ipc::naming::DEFAULT_SOCKET_DIR;
+use mngr_ipc::vocabulary::{DEFAULT_LAUNCH_DIR, LCS_NAMES};
 use thiserror::Error;
 
 use crate::timers::FaultPoint;
 
-/// Upstream's launch-script directory.
-pub const DEFAULT_LAUNCH_DIR: &str = "/usr/share/acrn/conf/add";
 /// Where acrnd keeps its state (systemd `StateDirectory=acrn`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/acrn";
 /// Upstream's timer list, imported once if present.
@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH", default_value = UPSTREAM_TIMER_LIST)]
     pub upstream_timers: PathBuf,
     /// Lifecycle service names to try, in order.
-    #[arg(long = "lcs", value_name = "NAME", default_values = ["sos-lcs", "service-vm-lcs"])]
+    #[arg(long = "lcs", value_name = "NAME", default_values = LCS_NAMES)]
     pub lcs_names: Vec<String>,
     /// Do not start any VM at boot.
     #[arg(long)]
@@ -75,21 +75,9 @@ pub struct Args {
     /// Command whose output tells, at SIGTERM, whether the host reboots or powers off.
     #[arg(long, value_name = "CMD", default_value = DEFAULT_INTENT_CMD)]
     pub intent_cmd: String,
-    /// Uid allowed to make privileged requests (repeatable; default 0).
-    #[arg(long, value_name = "UID")]
-    pub allow_uid: Vec<u32>,
-    /// Group (name or gid) allowed to make them too (repeatable).
-    #[arg(long, value_name = "GROUP")]
-    pub allow_group: Vec<String>,
-    /// ABI profile of struct mngr_msg: F (ACRN v3.x), E (v2.x), D (v1.1–1.6).
-    #[arg(long, value_name = "PROFILE", default_value = "F")]
-    pub abi: String,
-    /// Append lifecycle events as JSON lines to this file.
-    #[arg(long, value_name = "PATH")]
-    pub event_log: Option<PathBuf>,
-    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    /// The options every daemon of the suite takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// An unusable configuration.
@@ -101,12 +89,9 @@ pub enum ConfigError {
     /// A zero where a positive value is needed.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
-    /// Unknown ABI profile.
-    #[error("Bad ABI profile")]
-    Profile(#[from] mngr_ipc::profile::ProfileError),
-    /// Unknown group.
-    #[error("Unknown group {0:?}")]
-    Group(String),
+    /// A common option (profile, group) cannot be used.
+    #[error(transparent)]
+    Option(#[from] OptionError),
     /// Unknown fault point.
     #[error("Unknown fault point {0:?}")]
     Fault(String),
@@ -187,16 +172,6 @@ impl Args {
         if self.start_parallel == 0 {
             return Err(ConfigError::Zero("--start-parallel"));
         }
-        let uids = if self.allow_uid.is_empty() {
-            vec![0]
-        } else {
-            self.allow_uid
-        };
-        let gids = self
-            .allow_group
-            .iter()
-            .map(|g| resolve_group(g).ok_or_else(|| ConfigError::Group(g.clone())))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             launch_dir: self.launch_dir,
             socket_dir: self.socket_dir,
@@ -216,9 +191,9 @@ impl Args {
                 "--shutdown-budget",
             )?,
             intent_cmd,
-            policy: Policy::new(uids, gids),
-            profile: Profile::by_name(&self.abi)?,
-            event_log: self.event_log,
+            policy: self.common.policy()?,
+            profile: self.common.profile()?,
+            event_log: self.common.event_log,
             watchdog,
             fault,
         })
@@ -259,7 +234,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["--abi", "Q"], None),
-            Err(ConfigError::Profile(_))
+            Err(ConfigError::Option(OptionError::Profile(_)))
         ));
         let c = parse(&["--lcs", "x", "--lcs", "y"], None).expect("valid");
         assert_eq!(c.lcs_names, vec!["x", "y"]);

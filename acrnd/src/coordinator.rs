@@ -69,6 +69,16 @@ pub enum Report {
     Suspend,
 }
 
+impl Report {
+    /// `Shutdown` or `Suspend` (the event log's word).
+    pub fn name(self) -> &'static str {
+        match self {
+            Report::Shutdown => "Shutdown",
+            Report::Suspend => "Suspend",
+        }
+    }
+}
+
 /// The report if every VM has reached a final state, else `None`.
 pub fn completion<'a>(states: impl IntoIterator<Item = &'a VmState>) -> Option<Report> {
     let mut any_suspended = false;

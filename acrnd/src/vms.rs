@@ -15,7 +15,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use mngr_ipc::Profile;
 use mngr_ipc::naming;
+use mngr_ipc::vocabulary::VmName;
 
 /// What launches a VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,25 +28,10 @@ pub struct LaunchSpec {
     pub args: Vec<String>,
 }
 
-/// Whether `name` is a VM name acrnctl accepts: an ASCII letter first, then letters,
-/// digits, `-` or `_`, at most 15 bytes, and not a daemon's name.
-pub fn valid_vm_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic());
-    first_ok
-        && name.len() <= 15
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && !matches!(
-            name,
-            "acrnd" | "sos-lcs" | "service-vm-lcs" | "help" | "nothing"
-        )
-}
-
-/// The VMs registered in `dir`: `<vm>.sh` (exactly that suffix) with a valid name. A
-/// missing directory registers nothing.
-pub fn scan_launch_dir(dir: &Path) -> io::Result<BTreeMap<String, LaunchSpec>> {
+/// The VMs registered in `dir`: `<vm>.sh` (exactly that suffix) with a name the suite's
+/// one VM-name rule ([`VmName`]) accepts in `profile`. A missing directory registers
+/// nothing.
+pub fn scan_launch_dir(dir: &Path, profile: Profile) -> io::Result<BTreeMap<String, LaunchSpec>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
@@ -57,8 +44,8 @@ pub fn scan_launch_dir(dir: &Path) -> io::Result<BTreeMap<String, LaunchSpec>> {
         let Some(name) = file.strip_suffix(".sh") else {
             continue;
         };
-        if !valid_vm_name(name) {
-            log::warn!("Launch script {file:?} ignored: {name:?} is not a valid VM name");
+        if let Err(e) = VmName::new(name, profile) {
+            log::warn!("Launch script {file:?} ignored: {e}");
             continue;
         }
         if !entry
@@ -128,9 +115,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names() {
+    fn scan_uses_the_one_name_rule() {
         for ok in ["vm1", "Android-2", "a_b", "fifteen-chars-x"] {
-            assert!(valid_vm_name(ok), "{ok}");
+            assert!(VmName::is_valid(ok, Profile::F), "{ok}");
         }
         for bad in [
             "",
@@ -144,8 +131,18 @@ mod tests {
             "help",
             "v$",
         ] {
-            assert!(!valid_vm_name(bad), "{bad}");
+            assert!(!VmName::is_valid(bad, Profile::F), "{bad}");
         }
+        // A name only a longer profile accepts is registered only in that profile, and a
+        // name the device-model monitor accepts is registered too.
+        let dir = tempfile::tempdir().expect("dir");
+        for n in ["sixteen-chars-xx", "x~y+1"] {
+            fs::write(dir.path().join(format!("{n}.sh")), "").expect("write");
+        }
+        let f = scan_launch_dir(dir.path(), Profile::F).expect("scan");
+        assert_eq!(f.keys().collect::<Vec<_>>(), ["x~y+1"]);
+        let e = scan_launch_dir(dir.path(), Profile::E).expect("scan");
+        assert_eq!(e.keys().collect::<Vec<_>>(), ["sixteen-chars-xx", "x~y+1"]);
     }
 
     #[test]
@@ -158,12 +155,12 @@ mod tests {
         fs::write(d.join("vm3.sh.bak"), "").expect("write");
         fs::write(d.join("vm4.shell"), "").expect("write");
         fs::write(d.join("bad.name.sh"), "").expect("write");
-        let vms = scan_launch_dir(d).expect("scan");
+        let vms = scan_launch_dir(d, Profile::F).expect("scan");
         assert_eq!(vms.keys().collect::<Vec<_>>(), vec!["vm1", "vm2"]);
         assert_eq!(vms["vm1"].args, vec!["-a", "1", "--b"]);
         assert!(vms["vm2"].args.is_empty());
         assert!(
-            scan_launch_dir(&d.join("missing"))
+            scan_launch_dir(&d.join("missing"), Profile::F)
                 .expect("empty")
                 .is_empty()
         );

@@ -1291,7 +1291,7 @@ pub fn vm_refuses_stop(run: &mut Run) -> Result<(), Abort> {
         e.actor == "acrnd"
             && e.kind == "dm.send"
             && str_field(e, "vm") == Some("vm2")
-            && str_field(e, "msg").is_some_and(|s| s.contains("Stop"))
+            && str_field(e, "msg").is_some_and(|s| s.contains("DM_STOP"))
     })?;
     let again = lcs_enters(run, back.t_ns, "shutdown_delay")?;
     run.expect(

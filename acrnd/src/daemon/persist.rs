@@ -1,0 +1,132 @@
+//! The timer store: loading it at start (importing upstream's list once), and writing it
+//! on a worker, one write at a time. Writes asked for while one runs are coalesced into
+//! the next: it carries the timers as they are then, and completes every ack that waited.
+
+use mngr_ipc::event_log::EventLog;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::orchestrator::ReplyId;
+use crate::timers::{self, TimerStore, Timers};
+
+/// The acks and insertions one write carries.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    /// The deferred acks completed by the write.
+    pub replies: Vec<ReplyId>,
+    /// The insertions to take back if it fails: `(vm, previous, new)`.
+    pub undo: Vec<(String, Option<u64>, u64)>,
+}
+
+impl Batch {
+    fn add(&mut self, reply: Option<ReplyId>, undo: Option<(String, Option<u64>, u64)>) {
+        self.replies.extend(reply);
+        self.undo.extend(undo);
+    }
+}
+
+/// At most one write in flight; the rest waits in one batch.
+#[derive(Debug, Default)]
+pub(super) struct Writer {
+    in_flight: bool,
+    waiting: Option<Batch>,
+}
+
+impl Writer {
+    /// A write is wanted: the batch to write now, or `None` if it joins the waiting one.
+    pub fn want(
+        &mut self,
+        reply: Option<ReplyId>,
+        undo: Option<(String, Option<u64>, u64)>,
+    ) -> Option<Batch> {
+        let mut batch = Batch::default();
+        batch.add(reply, undo);
+        if self.in_flight {
+            let waiting = self.waiting.get_or_insert_with(Batch::default);
+            waiting.replies.extend(batch.replies);
+            waiting.undo.extend(batch.undo);
+            return None;
+        }
+        self.in_flight = true;
+        Some(batch)
+    }
+
+    /// The write in flight finished: the waiting batch to write next, if any.
+    pub fn done(&mut self) -> Option<Batch> {
+        self.in_flight = false;
+        let next = self.waiting.take()?;
+        self.in_flight = true;
+        Some(next)
+    }
+}
+
+/// Loads the timer store, importing upstream's list once.
+pub(super) fn load(cfg: &Config, store: &TimerStore, log: &EventLog) -> Timers {
+    let mut timers = match store.load() {
+        Ok((t, bad)) => {
+            for b in bad {
+                log::warn!("{}:{}: skipped: {}", store.path().display(), b.line, b.why);
+            }
+            t
+        }
+        Err(e) => {
+            log::error!("Cannot read {}: {e}", store.path().display());
+            Timers::new()
+        }
+    };
+    let marker = cfg.state_dir.join("timer_list.imported");
+    if !marker.exists() && cfg.upstream_timers.exists() {
+        import_upstream(cfg, store, log, &mut timers);
+        if let Err(e) = std::fs::write(&marker, cfg.upstream_timers.display().to_string()) {
+            log::warn!("Cannot record the import: {e}");
+        }
+    }
+    timers
+}
+
+/// Merges upstream's timer list into `timers` (the earlier time wins) and saves them.
+fn import_upstream(cfg: &Config, store: &TimerStore, log: &EventLog, timers: &mut Timers) {
+    let path = &cfg.upstream_timers;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("Cannot read {}: {e}", path.display());
+            return;
+        }
+    };
+    let (up, bad) = timers::parse(&text);
+    for b in bad {
+        log::warn!("{}:{}: skipped: {}", path.display(), b.line, b.why);
+    }
+    log::info!("Imported {} timer(s) from {}", up.len(), path.display());
+    log.emit("timers.imported", json!({"count": up.len()}));
+    for (vm, when) in up {
+        timers
+            .entry(vm)
+            .and_modify(|t| *t = (*t).min(when))
+            .or_insert(when);
+    }
+    if let Err(e) = store.save(timers, |_| {}) {
+        log::error!("Cannot write the imported timers: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_write_at_a_time_and_waiting_writes_coalesce() {
+        let mut w = Writer::default();
+        let first = w.want(Some(ReplyId(1)), None).expect("writes at once");
+        assert_eq!(first.replies, [ReplyId(1)]);
+        assert!(w.want(Some(ReplyId(2)), Some(("a".into(), None, 5))).is_none());
+        assert!(w.want(None, None).is_none());
+        assert!(w.want(Some(ReplyId(3)), None).is_none());
+        let next = w.done().expect("the waiting batch");
+        assert_eq!(next.replies, [ReplyId(2), ReplyId(3)]);
+        assert_eq!(next.undo, [("a".to_owned(), None, 5)]);
+        assert!(w.done().is_none(), "nothing waits");
+        assert!(w.want(None, None).is_some(), "idle again: writes at once");
+    }
+}
