@@ -17,8 +17,9 @@
 //!   VMs); [`scenario`] plays steps against it and checks expectations on the
 //!   merged event logs ([`events`], rendered by [`timeline`]); [`scenarios`] are
 //!   the named scenarios, with the frames of [`frames`] as literal bytes.
-//! - [`oracle`] holds what must hold for any input to the code that reads peer bytes and
-//!   files: the bodies of the fuzz targets and of their proptest twins.
+//! - [`oracle`] holds what must hold for any input to the IPC library's code that reads
+//!   peer bytes: the bodies of its fuzz targets and of their proptest twins (acrnd's own
+//!   oracles are in acrnd's tests). [`corpus`] reads and seeds the fuzz corpus for the twins.
 //! - [`measure`] holds what the benches share: percentiles, `/proc` readings, the
 //!   machine's facts and the heartbeat-grid analysis.
 //!
@@ -43,6 +44,7 @@
 #![deny(missing_docs)]
 
 pub mod bins;
+pub mod corpus;
 pub mod dir;
 pub mod echo;
 pub mod events;

@@ -1,6 +1,6 @@
-//! What must hold for any input to the code that reads peer bytes and files: the bodies of
-//! the fuzz targets (`fuzz/fuzz_targets/*.rs`, run by `cargo fuzz`) and of their proptest
-//! twins (`tests/tests/it/twins.rs`, run by `cargo test`), so both check the same things.
+//! What must hold for any input to the IPC library's code that reads peer bytes: the bodies
+//! of its fuzz targets (`fuzz/fuzz_targets/*.rs`, run by `cargo fuzz`) and of their proptest
+//! twins (`tests/tests/twins.rs`, run by `cargo test`), so both check the same things.
 //!
 //! Each oracle takes arbitrary bytes and panics, with a message naming the broken property,
 //! if the code under test misbehaves. The first bytes of some inputs steer the check (an ABI
@@ -13,17 +13,12 @@
 //! | [`server_stream`] | `FrameReader` and `server::triage`: a server's reassembly and answers |
 //! | [`cbc_service`] | `cbc::ServiceStream` (4-byte lifecycle frames, `/dev/cbc-lifecycle`) |
 //! | [`cbc_link`] | `cbc::LinkStream` (link frames on the IOC's UART) |
-//! | [`timer_store`] | `acrnd::timers::parse` / `render` |
-//! | [`launch_dir`] | `acrnd::vms::scan_launch_dir` |
+//!
+//! The oracles of acrnd's readers (fuzz targets `timer_store`, acrnd's timer store, and
+//! `launch_dir`, its launch-dir scanner) are acrnd's own: `acrnd/tests/oracle/`, with their
+//! twins in `acrnd/tests/it/twins.rs`. This crate does not depend on acrnd (acrnd's tests
+//! depend on it).
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-
-use acrnd::timers;
-use acrnd::vms::{self, LaunchSpec};
 use mngr_ipc::cbc::{self, Frame, LinkStream, ServiceStream};
 use mngr_ipc::codec::{self, FrameReader};
 use mngr_ipc::msg::{MNGR_MSG_MAGIC, err};
@@ -336,138 +331,4 @@ pub fn cbc_link(data: &[u8]) {
         "held tail of {pending} bytes"
     );
     let _ = cbc::decode_link(stream);
-}
-
-/// The timer store's parser.
-///
-/// Input: the store file's bytes (read as the daemon reads them, invalid UTF-8 replaced).
-/// Every timer kept has a valid name and a time in `1..=i64::MAX`; bad lines are reported
-/// once each, in order, with their line numbers; what is kept renders to a store that
-/// parses back to the same timers with no bad line.
-pub fn timer_store(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    let (kept, bad) = timers::parse(&text);
-    let lines = text.lines().count();
-    assert!(kept.len() + bad.len() <= lines, "more results than lines");
-    for w in bad.windows(2) {
-        assert!(w[0].line < w[1].line, "bad lines in order, once each");
-    }
-    assert!(bad.iter().all(|b| (1..=lines).contains(&b.line)), "{bad:?}");
-    for (name, &when) in &kept {
-        assert!(
-            !name.is_empty() && name.len() <= timers::MAX_NAME && timers::valid_name(name),
-            "kept a bad name {name:?}"
-        );
-        assert!(when >= 1 && i64::try_from(when).is_ok(), "kept time {when}");
-        assert!(text.contains(name.as_str()), "{name:?} came from the text");
-    }
-    let rendered = timers::render(&kept);
-    assert_eq!(
-        timers::parse(&rendered),
-        (kept.clone(), vec![]),
-        "{rendered:?}"
-    );
-    assert_eq!(
-        timers::nearest(&kept).map(|(_, t)| t),
-        kept.values().copied().min(),
-        "nearest"
-    );
-}
-
-/// What a directory entry of a launch-dir input is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    File,
-    Dir,
-    LinkToFile,
-    Dangling,
-}
-
-/// Entries a launch-dir input makes at most (the rest is ignored): files cost time.
-pub const MAX_ENTRIES: usize = 32;
-
-/// The launch-dir scanner on a real directory built from the input.
-///
-/// Input: entries separated by NUL bytes, alternately a name and a content. A name's first
-/// byte picks the kind (`% 4`: file with the content, directory, symlink to a file with
-/// the content, dangling symlink) and the suffix (`/ 4 % 4`: none, `.sh`, `.args`, none);
-/// its other bytes (no `/`) are the name. At most [`MAX_ENTRIES`] entries. The scan registers exactly the entries named
-/// `<valid VM name>.sh` that are files or symlinks, each with the words of its `.args`
-/// when that reads as UTF-8, else none. `dir` must be an empty, writable directory.
-pub fn launch_dir(data: &[u8], dir: &Path) {
-    let launch = dir.join("launch");
-    let elsewhere = dir.join("targets");
-    fs::create_dir(&launch).expect("create the launch dir");
-    fs::create_dir(&elsewhere).expect("create the targets dir");
-
-    let mut made: BTreeMap<Vec<u8>, (Kind, Vec<u8>)> = BTreeMap::new();
-    let mut parts = data.split(|&b| b == 0);
-    while let Some(raw) = parts.next() {
-        if made.len() == MAX_ENTRIES {
-            break;
-        }
-        let content = parts.next().unwrap_or(&[]);
-        let Some((&how, stem)) = raw.split_first() else {
-            continue;
-        };
-        let kind = [Kind::File, Kind::Dir, Kind::LinkToFile, Kind::Dangling][usize::from(how % 4)];
-        let suffix: &[u8] = [&b""[..], b".sh", b".args", b""][usize::from(how / 4 % 4)];
-        let name = [stem, suffix].concat();
-        if name.is_empty()
-            || name.len() > 200
-            || name.contains(&b'/')
-            || name == b"."
-            || name == b".."
-            || made.contains_key(&name)
-        {
-            continue;
-        }
-        let path = launch.join(std::ffi::OsStr::from_bytes(&name));
-        let target = elsewhere.join(made.len().to_string());
-        let result = match kind {
-            Kind::File => fs::write(&path, content),
-            Kind::Dir => fs::create_dir(&path),
-            Kind::LinkToFile => fs::write(&target, content)
-                .and_then(|()| std::os::unix::fs::symlink(&target, &path)),
-            Kind::Dangling => std::os::unix::fs::symlink(&target, &path),
-        };
-        result.unwrap_or_else(|e| panic!("create {path:?}: {e}"));
-        made.insert(name, (kind, content.to_vec()));
-    }
-
-    let mut expected = BTreeMap::new();
-    for (name, (kind, _)) in &made {
-        let Some(vm) = std::str::from_utf8(name)
-            .ok()
-            .and_then(|n| n.strip_suffix(".sh"))
-        else {
-            continue;
-        };
-        if !vms::valid_vm_name(vm) || *kind == Kind::Dir {
-            continue;
-        }
-        let args = match made.get(format!("{vm}.args").as_bytes()) {
-            Some((Kind::File | Kind::LinkToFile, text)) => std::str::from_utf8(text)
-                .map(|t| t.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        let script = launch.join(format!("{vm}.sh"));
-        expected.insert(vm.to_owned(), LaunchSpec { script, args });
-    }
-    let scanned = vms::scan_launch_dir(&launch).expect("scan a readable directory");
-    assert_eq!(scanned, expected, "made {made:?}");
-    assert!(
-        vms::scan_launch_dir(&dir.join("missing")).is_ok_and(|v| v.is_empty()),
-        "a missing directory registers nothing"
-    );
-}
-
-/// [`launch_dir`] in a fresh directory under `parent` (created, then removed).
-pub fn launch_dir_in(data: &[u8], parent: &Path) -> io::Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("launch-fuzz")
-        .tempdir_in(parent)?;
-    launch_dir(data, dir.path());
-    Ok(())
 }

@@ -1,7 +1,8 @@
-//! The proptest twins of the fuzz targets: each runs the oracle of its target
+//! The proptest twins of the IPC library's fuzz targets: each runs the oracle of its target
 //! (`acrn_tests::oracle`) on generated inputs, on mutations of the seed corpus, and on every
 //! file of the corpus kept in `fuzz/corpus/<target>/` (the seeds and every input a fuzzer
-//! ever crashed on), so what the fuzzer found stays fixed without a fuzzer.
+//! ever crashed on), so what the fuzzer found stays fixed without a fuzzer. The twins of
+//! acrnd's targets (`timer_store`, `launch_dir`) are in `acrnd/tests/it/twins.rs`.
 //!
 //! The seeds are built here from the golden vectors captured from the C programs
 //! (`mngr-ipc/tests/fixtures/`); `corpus_holds_every_seed` fails if `fuzz/corpus` lacks one.
@@ -10,23 +11,15 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use acrn_tests::frames::unhex;
-use acrn_tests::oracle;
+use acrn_tests::{corpus, oracle};
 use proptest::prelude::*;
 use serde_json::Value;
 
-/// The fuzz targets, named as in `fuzz/Cargo.toml`.
-const TARGETS: [&str; 6] = [
-    "mngr_msg",
-    "server_stream",
-    "cbc_service",
-    "cbc_link",
-    "timer_store",
-    "launch_dir",
-];
+/// The fuzz targets of the IPC library, named as in `fuzz/Cargo.toml`.
+const TARGETS: [&str; 4] = ["mngr_msg", "server_stream", "cbc_service", "cbc_link"];
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -108,11 +101,6 @@ fn cbc_stream(list: &str) -> Vec<u8> {
         .collect()
 }
 
-/// A launch-dir input entry (see `oracle::launch_dir`): `how` = kind + 4 × suffix.
-fn entry(how: u8, stem: &str, content: &str) -> Vec<u8> {
-    [&[how][..], stem.as_bytes(), &[0], content.as_bytes(), &[0]].concat()
-}
-
 /// The seed corpus: target → file name → bytes.
 fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
     let mut all: BTreeMap<&str, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
@@ -175,48 +163,7 @@ fn seeds() -> BTreeMap<&'static str, BTreeMap<String, Vec<u8>>> {
         ]
         .concat(),
     );
-    add(
-        "timer_store",
-        "good".into(),
-        b"vm1\t1700000000\nsafety-vm\t1800000000\n".to_vec(),
-    );
-    add(
-        "timer_store",
-        "bad-lines".into(),
-        b"vm1 1700000000\n\t5\nvm.x\t7\nvm2\t0\nvm3\t18446744073709551615\r\nvm2\t+9\nvm2\t3\n"
-            .to_vec(),
-    );
-    add(
-        "launch_dir",
-        "vms".into(),
-        [
-            entry(4, "vm1", "#!/bin/sh\n"),
-            entry(8, "vm1", "--rtc 30\n-s 2"),
-            entry(6, "vm2", "#!/bin/sh\n"),
-            entry(11, "vm2", ""),
-            entry(5, "dir", ""),
-            entry(7, "gone", ""),
-            entry(4, "9bad", ""),
-            entry(4, "acrnd", ""),
-            entry(0, "notes.txt", "x"),
-        ]
-        .concat(),
-    );
     all
-}
-
-fn corpus_files(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = corpus_dir(target);
-    let mut files: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| {
-            let path = e.expect("a directory entry").path();
-            let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 fn run(target: &str, data: &[u8]) {
@@ -225,11 +172,6 @@ fn run(target: &str, data: &[u8]) {
         "server_stream" => oracle::server_stream(data),
         "cbc_service" => oracle::cbc_service(data),
         "cbc_link" => oracle::cbc_link(data),
-        "timer_store" => oracle::timer_store(data),
-        "launch_dir" => {
-            let dir = tempfile::tempdir().expect("a temp dir");
-            oracle::launch_dir(data, dir.path());
-        }
         other => panic!("no oracle {other}"),
     }
 }
@@ -239,19 +181,7 @@ fn corpus_holds_every_seed() {
     let write = std::env::var_os("ACRN_WRITE_CORPUS").is_some();
     let mut missing = Vec::new();
     for (target, files) in seeds() {
-        let dir = corpus_dir(target);
-        if write {
-            fs::create_dir_all(&dir).expect("create the corpus dir");
-        }
-        for (name, bytes) in files {
-            let path = dir.join(format!("seed-{name}"));
-            if write {
-                fs::write(&path, &bytes).expect("write a seed");
-            }
-            if fs::read(&path).ok().as_ref() != Some(&bytes) {
-                missing.push(path);
-            }
-        }
+        missing.extend(corpus::stale_seeds(&corpus_dir(target), &files, write));
     }
     assert!(
         missing.is_empty(),
@@ -263,7 +193,7 @@ fn corpus_holds_every_seed() {
 #[test]
 fn every_corpus_file_passes_its_oracle() {
     for target in TARGETS {
-        let files = corpus_files(target);
+        let files = corpus::files(&corpus_dir(target));
         assert!(!files.is_empty(), "{target} has no corpus");
         for (path, bytes) in files {
             let outcome = std::panic::catch_unwind(|| run(target, &bytes));
@@ -282,15 +212,7 @@ fn inputs(target: &'static str) -> BoxedStrategy<Vec<u8>> {
     )
         .prop_map(|(mut bytes, edits)| {
             for (at, byte, how) in edits {
-                let i = at.index(bytes.len() + 1);
-                match how {
-                    0 if i < bytes.len() => bytes[i] = byte,
-                    1 => bytes.insert(i, byte),
-                    _ if i < bytes.len() => {
-                        bytes.truncate(i);
-                    }
-                    _ => bytes.push(byte),
-                }
+                corpus::edit(&mut bytes, |n| at.index(n), byte, how);
             }
             bytes
         });
@@ -321,21 +243,6 @@ proptest! {
     #[test]
     fn cbc_link_twin(data in inputs("cbc_link")) {
         oracle::cbc_link(&data);
-    }
-
-    #[test]
-    fn timer_store_twin(data in inputs("timer_store")) {
-        oracle::timer_store(&data);
-    }
-}
-
-proptest! {
-    // Each case builds a directory: fewer cases.
-    #![proptest_config(ProptestConfig::with_cases(64))]
-    #[test]
-    fn launch_dir_twin(data in inputs("launch_dir")) {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        oracle::launch_dir(&data, dir.path());
     }
 }
 
