@@ -132,7 +132,9 @@ impl Core {
     fn exec(&mut self, c: Command, ops: &mut CoreOps<'_>, s: &mut Acrnd) -> Option<Event> {
         match c {
             Command::Dm { vm, kind, reply } => self.send_dm(vm, kind, reply, ops),
-            Command::Launch { vm, reason, reply } => return Some(self.launch(s, vm, reason, reply)),
+            Command::Launch { vm, reason, reply } => {
+                return Some(self.launch(s, vm, reason, reply));
+            }
             Command::Watch { vm, pid } => self.watch(vm, pid, ops),
             Command::Kill { vm, pid } => kill(&vm, pid),
             Command::AskReason(why) => self.ask_reason(why, ops),
@@ -286,7 +288,10 @@ impl Core {
 
     /// A job sending `requests` to the lifecycle service, each to the first name that
     /// serves; returns the last ack (`None`: nobody took the last one).
-    fn lcs_job(&self, requests: Vec<(&'static str, Request)>) -> impl FnOnce() -> Option<Ack> + Send + 'static {
+    fn lcs_job(
+        &self,
+        requests: Vec<(&'static str, Request)>,
+    ) -> impl FnOnce() -> Option<Ack> + Send + 'static {
         let client = self.client.clone();
         let names = Arc::clone(&self.lcs_names);
         let timeout = self.lcs_timeout;
@@ -344,7 +349,13 @@ impl Core {
         }
     }
 
-    fn persisted(&mut self, batch: Batch, error: Option<String>, ops: &mut CoreOps<'_>, s: &mut Acrnd) {
+    fn persisted(
+        &mut self,
+        batch: Batch,
+        error: Option<String>,
+        ops: &mut CoreOps<'_>,
+        s: &mut Acrnd,
+    ) {
         let code = if error.is_some() {
             mngr_ipc::msg::err::FAILED
         } else {

@@ -108,7 +108,8 @@ fn discover(cfg: &Config) -> (BTreeMap<String, Vm>, BTreeMap<String, LaunchSpec>
             BTreeMap::new()
         }
     };
-    let mut table: BTreeMap<String, Vm> = specs.keys().map(|n| (n.clone(), Vm::new(true))).collect();
+    let mut table: BTreeMap<String, Vm> =
+        specs.keys().map(|n| (n.clone(), Vm::new(true))).collect();
     for (name, pid) in vms::live_monitors(&cfg.socket_dir) {
         let launchable = specs.contains_key(&name);
         table.insert(name, Vm::running(launchable, pid));

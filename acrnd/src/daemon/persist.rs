@@ -120,7 +120,10 @@ mod tests {
         let mut w = Writer::default();
         let first = w.want(Some(ReplyId(1)), None).expect("writes at once");
         assert_eq!(first.replies, [ReplyId(1)]);
-        assert!(w.want(Some(ReplyId(2)), Some(("a".into(), None, 5))).is_none());
+        assert!(
+            w.want(Some(ReplyId(2)), Some(("a".into(), None, 5)))
+                .is_none()
+        );
         assert!(w.want(None, None).is_none());
         assert!(w.want(Some(ReplyId(3)), None).is_none());
         let next = w.done().expect("the waiting batch");

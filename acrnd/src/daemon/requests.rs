@@ -3,13 +3,11 @@
 //! its own VM) and receives its typed body: state changes go to the orchestrator, queries
 //! are answered from its state.
 
-use mngr_ipc::msg::{
-    AckPayload, Status, TimerEntry, TimerPage, VmEntry, VmPage, body, err,
-};
+use mngr_ipc::msg::{AckPayload, Status, TimerEntry, TimerPage, VmEntry, VmPage, body, err};
 use mngr_ipc::server::{Call, Handlers, PeerCred, Reply};
 
 use super::{Acrnd, now};
-use crate::orchestrator::{Answer, Req, ReplyId};
+use crate::orchestrator::{Answer, ReplyId, Req};
 
 /// Every request acrnd serves, with who may make it.
 pub(super) fn handlers() -> Handlers<Acrnd> {
@@ -22,7 +20,15 @@ pub(super) fn handlers() -> Handlers<Acrnd> {
         .open(|_: body::CtlStatus, call, s: &mut Acrnd| s.status(call))
         .privileged_unless(
             |b: &body::AcrndTimer, peer: &PeerCred, s: &Acrnd| s.orch.is_dm_of(&b.name, peer.pid),
-            |b, call, s| s.submit(Req::Timer { name: b.name, t: b.t }, call),
+            |b, call, s| {
+                s.submit(
+                    Req::Timer {
+                        name: b.name,
+                        t: b.t,
+                    },
+                    call,
+                )
+            },
         )
         .privileged_unless(
             |b: &body::DmNotify, peer: &PeerCred, s: &Acrnd| s.orch.is_dm_of(&b.name, peer.pid),

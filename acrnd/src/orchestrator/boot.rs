@@ -190,7 +190,11 @@ impl Orchestrator {
         // While timers are held, a due one waits for the resume (which fires it): arming it
         // would only spin the loop.
         let next = if self.timers_held() {
-            self.timers.values().copied().filter(|w| *w > now.epoch).min()
+            self.timers
+                .values()
+                .copied()
+                .filter(|w| *w > now.epoch)
+                .min()
         } else {
             nearest(&self.timers).map(|(_, w)| w)
         };

@@ -126,11 +126,8 @@ impl Orchestrator {
         let Some(stop) = self.stop_all.as_ref() else {
             return;
         };
-        let states: BTreeMap<String, VmState> = self
-            .vms
-            .iter()
-            .map(|(n, v)| (n.clone(), v.state))
-            .collect();
+        let states: BTreeMap<String, VmState> =
+            self.vms.iter().map(|(n, v)| (n.clone(), v.state)).collect();
         let late: Vec<String> = blockers(&states).into_iter().map(str::to_owned).collect();
         let force = stop.force || self.rules.force_on_deadline || self.terminating.is_some();
         log::warn!("Stop-all deadline: {} did not finish", late.join(", "));

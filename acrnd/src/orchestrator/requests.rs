@@ -114,10 +114,7 @@ impl Orchestrator {
         if let Some(stop) = self.stop_all.take() {
             // Ignition came back: the deadline finds no stop-all and does nothing.
             log::info!("ACRND_RESUME: the stop-all under way is abandoned");
-            self.emit(
-                "stop_all.cancelled",
-                json!({"target": stop.target.name()}),
-            );
+            self.emit("stop_all.cancelled", json!({"target": stop.target.name()}));
         }
         self.phase = Phase::Resuming;
         self.out.push(Command::AskReason(ReasonFor::Resume));
@@ -181,13 +178,20 @@ impl Orchestrator {
         let force_stop = matches!(op, VmOp::Stop { .. }) && vm.state == VmState::Stopping;
         let starting = matches!(op, VmOp::Start);
         if (vm.busy && !force_stop) || (self.stop_all.is_some() && starting) {
-            log::info!("{} for {name} refused: another operation is in progress", op.name());
+            log::info!(
+                "{} for {name} refused: another operation is in progress",
+                op.name()
+            );
             return Answer::Now(err::BUSY);
         }
         let next = match op.next_state(vm.state, vm.launchable) {
             Ok(s) => s,
             Err(code) => {
-                log::info!("{} for {name} refused in state {}", op.name(), vm.state.name());
+                log::info!(
+                    "{} for {name} refused in state {}",
+                    op.name(),
+                    vm.state.name()
+                );
                 return Answer::Now(code);
             }
         };

@@ -8,6 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use acrnd::vms::{self, LaunchSpec};
+use mngr_ipc::Profile;
+use mngr_ipc::vocabulary::VmName;
 
 /// What a directory entry of a launch-dir input is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +80,7 @@ pub fn launch_dir(data: &[u8], dir: &Path) {
         else {
             continue;
         };
-        if !vms::valid_vm_name(vm) || *kind == Kind::Dir {
+        if !VmName::is_valid(vm, Profile::F) || *kind == Kind::Dir {
             continue;
         }
         let args = match made.get(format!("{vm}.args").as_bytes()) {
@@ -90,10 +92,10 @@ pub fn launch_dir(data: &[u8], dir: &Path) {
         let script = launch.join(format!("{vm}.sh"));
         expected.insert(vm.to_owned(), LaunchSpec { script, args });
     }
-    let scanned = vms::scan_launch_dir(&launch).expect("scan a readable directory");
+    let scanned = vms::scan_launch_dir(&launch, Profile::F).expect("scan a readable directory");
     assert_eq!(scanned, expected, "made {made:?}");
     assert!(
-        vms::scan_launch_dir(&dir.join("missing")).is_ok_and(|v| v.is_empty()),
+        vms::scan_launch_dir(&dir.join("missing"), Profile::F).is_ok_and(|v| v.is_empty()),
         "a missing directory registers nothing"
     );
 }
