@@ -16,10 +16,11 @@ use acrn_tests::hostile::{
 use mngr_ipc::client::Client;
 use mngr_ipc::limits::{NOFILE_WANTED, raise_nofile};
 use mngr_ipc::msg::{
-    AckPayload, Body, Request, StopTarget, TimerEntry, epoch_now, err, suspend_mode, vm_state,
+    AckPayload, Body, MNGR_MSG_MAGIC, MsgId, Request, StopTarget, TimerEntry, epoch_now, err,
+    suspend_mode, vm_state,
 };
 use mngr_ipc::server::ServerConfig;
-use mngr_ipc::{Profile, Wire};
+use mngr_ipc::{MSG_LEN, Profile, Wire};
 
 use crate::daemon::{Suite, T, TestLcs, stop_all};
 
@@ -505,4 +506,41 @@ fn out_of_descriptors_an_idle_connection_makes_room_for_a_request() {
     assert!(closed >= 1, "no idle connection was closed to make room");
     set_limit(pid, &format!("--nofile={soft}:"));
     status(&s);
+}
+
+/// The CTL_* requests anyone may make: queries. Every other CTL_* id, including one added
+/// later, must be refused to a peer the policy does not allow (`Handlers::privileged`):
+/// registering a new id `open` means adding it here, on purpose.
+const OPEN_CTL: [&str; 3] = ["CTL_LIST", "CTL_TIMERS", "CTL_STATUS"];
+
+#[test]
+fn every_ctl_id_is_refused_to_a_peer_without_permission_unless_it_is_a_query() {
+    // The policy does not allow the test's uid (this works as root and as anyone else).
+    let (s, _lcs) = two_vms("acrnd-ctl-ids", &["--allow-uid", "4242"]);
+    let path = server_socket(&s.sock, "acrnd");
+    let ctl: Vec<MsgId> = MsgId::ALL
+        .into_iter()
+        .filter(|id| id.name().starts_with("CTL_"))
+        .collect();
+    assert!(ctl.len() >= 7, "{ctl:?}");
+    for id in ctl {
+        // The id with an all-zero union: an empty name, page 0, no force.
+        let mut w = [0u8; MSG_LEN];
+        w[..8].copy_from_slice(&MNGR_MSG_MAGIC.to_le_bytes());
+        let num = Profile::F.wire_id(id).expect("every CTL id has a number");
+        w[8..12].copy_from_slice(&num.to_le_bytes());
+        let ack = exchange_raw(&path, &w, T).expect("acked");
+        let code = err_of(&ack);
+        if OPEN_CTL.contains(&id.name()) {
+            assert_eq!(code, err::OK, "{id} is a query: open");
+        } else {
+            assert_eq!(code, err::NOT_PERMITTED, "{id} changes state: privileged");
+        }
+    }
+    let refused = s
+        .events()
+        .iter()
+        .filter(|e| e.kind == "ipc.refused")
+        .count();
+    assert_eq!(refused, 4, "CTL_START, CTL_STOP, CTL_SUSPEND, CTL_RESUME");
 }
