@@ -493,10 +493,20 @@ impl Profile {
         }
         let id = self.known_id(header.msgid)?;
         let w = as_wire(bytes)?;
+        let mut r = UnionReader::new(w);
+        let body = self.decode_body(id, &mut r)?;
+        Ok(Request {
+            timestamp: header.timestamp,
+            body,
+            residue: r.residue(),
+        })
+    }
+
+    /// The body of a request of `id`, read from its union.
+    fn decode_body(&self, id: MsgId, r: &mut UnionReader) -> Result<Body, CodecError> {
         let n = self.name_len();
         let t = self.t_off();
-        let mut r = UnionReader::new(w);
-        let body = match id {
+        Ok(match id {
             MsgId::MsgStr => Body::MsgStr {
                 text: r.cstr(0, UNION_LEN, "devargs")?,
             },
@@ -554,6 +564,21 @@ impl Profile {
             MsgId::Suspend => Body::Suspend { err: r.i32(U_ERR) },
             MsgId::Shutdown => Body::Shutdown { err: r.i32(U_ERR) },
             MsgId::Reboot => Body::Reboot { err: r.i32(U_ERR) },
+            MsgId::CtlList
+            | MsgId::CtlTimers
+            | MsgId::CtlStart
+            | MsgId::CtlSuspend
+            | MsgId::CtlStop
+            | MsgId::CtlResume
+            | MsgId::CtlStatus => return self.decode_ctl_body(id, r),
+        })
+    }
+
+    /// The body of one of the suite's acrnctl-to-acrnd requests.
+    fn decode_ctl_body(&self, id: MsgId, r: &mut UnionReader) -> Result<Body, CodecError> {
+        let n = self.name_len();
+        let t = self.t_off();
+        Ok(match id {
             MsgId::CtlList => Body::CtlList {
                 start: r.u32(U_ERR),
             },
@@ -575,12 +600,7 @@ impl Profile {
                 name: r.cstr(U_NAME, n, "ctl.name")?,
                 reason: r.u32(t),
             },
-            MsgId::CtlStatus => Body::CtlStatus,
-        };
-        Ok(Request {
-            timestamp: header.timestamp,
-            body,
-            residue: r.residue(),
+            _ => Body::CtlStatus,
         })
     }
 
