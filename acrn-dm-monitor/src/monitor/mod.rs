@@ -7,7 +7,7 @@
 //! * [`Monitor<C>`]: made by [`Monitor::bind`], which binds
 //!   `DIR/<vm>.monitor.<pid>.socket` (replacing the stale socket of a dead predecessor of
 //!   the same name); [`Monitor::add_to`] puts it on the device model's
-//!   [`EventLoop`](mngr_ipc::runtime::EventLoop) as two subscribers — the socket's
+//!   [`EventLoop`] as two subscribers — the socket's
 //!   [`IpcServer`] and the outbox to acrnd — and returns the [`MonitorState`]. The socket
 //!   is unlinked when the server is dropped, i.e. on an orderly exit.
 //! * [`MonitorState`]: what the monitor keeps for the device model — VM name, wakeup

@@ -1,6 +1,6 @@
 //! The simulator's core subscriber: the guest's heartbeat and delay timers, the virtual
-//! IOC's resend timer, the native lifecycle channel, the virtual UART between guest and
-//! virtual IOC, and the exit path.
+//! IOC's resend timer, the native lifecycle channel (read by `native.rs`), the virtual UART
+//! between guest and virtual IOC, and the exit path.
 //!
 //! Everything the guest and the virtual IOC say to each other crosses the virtual UART as
 //! link-frame bytes: a [`Hop`] queue carries them until the exchange settles, so a guest
@@ -14,28 +14,41 @@
 //! as the request (the notification only arrives in the next turn).
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::io;
 use std::time::{Duration, Instant};
 
+use acrn_dm_monitor::monitor::DeviceModel;
+use acrn_dm_monitor::vioc::Action as ViocAction;
 use mio::event::Event as MioEvent;
-use mio::unix::SourceFd;
-use mio::{Interest, Token};
 use mngr_ipc::cbc::Frame;
-use mngr_ipc::line::{LineCodec, LineDevice, LineMode, open_line};
+use mngr_ipc::event_log::hex;
 use mngr_ipc::msg::suspend_mode;
-use mngr_ipc::runtime::{Notifier, Ops, Subscriber, TimerId};
+use mngr_ipc::runtime::{Notifier, Ops, Subscriber};
 use serde_json::json;
 
-use super::{Config, Dm, EXIT_DRAIN, ExitCause, Work, hex};
+use crate::EXIT_DRAIN;
+use crate::config::Config;
+use crate::dm::{Dm, ExitCause, Work};
 use crate::guest::GuestAction;
 use crate::link::LinkEnd;
-use crate::monitor::DeviceModel;
-use crate::vioc::Action as ViocAction;
+use crate::native::NativeLine;
 
-const REOPEN_FIRST: Duration = Duration::from_millis(50);
-const REOPEN_MAX: Duration = Duration::from_secs(1);
+/// The timers of the core subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SimTimer {
+    /// Boot the guest (at once, on the loop where the state is at hand).
+    Boot,
+    /// The guest's heartbeat period.
+    Heartbeat,
+    /// The delay the guest asked for.
+    Delay,
+    /// Re-send the virtual IOC's pending request.
+    Resend,
+    /// Re-open the native channel.
+    Reopen,
+    /// Give up waiting for acrnd and exit.
+    Exit,
+}
 
 /// One step of an exchange between the guest and the virtual IOC.
 #[derive(Debug)]
@@ -48,26 +61,10 @@ enum Hop {
     ToGuest(Vec<u8>),
 }
 
-struct Native {
-    file: LineDevice,
-    token: Token,
-}
-
 /// The subscriber driving the simulated VM.
 pub(crate) struct Core {
     heartbeat: Duration,
-    native_path: Option<PathBuf>,
-    native: Option<Native>,
-    native_wanted: bool,
-    native_codec: LineCodec,
-    native_failures: u32,
-    backoff: Duration,
-    reopen_timer: Option<TimerId>,
-    boot_timer: Option<TimerId>,
-    hb_timer: Option<TimerId>,
-    delay_timer: Option<TimerId>,
-    resend_timer: Option<TimerId>,
-    exit_timer: Option<TimerId>,
+    native: NativeLine,
     guest_end: LinkEnd,
     vioc_end: LinkEnd,
     exiting: bool,
@@ -78,18 +75,7 @@ impl Core {
     pub(crate) fn new(cfg: &Config) -> Self {
         Core {
             heartbeat: cfg.heartbeat,
-            native_path: cfg.native.clone(),
-            native: None,
-            native_wanted: true,
-            native_codec: LineCodec::new(LineMode::Cdev),
-            native_failures: 0,
-            backoff: REOPEN_FIRST,
-            reopen_timer: None,
-            boot_timer: None,
-            hb_timer: None,
-            delay_timer: None,
-            resend_timer: None,
-            exit_timer: None,
+            native: NativeLine::new(cfg.native.clone()),
             guest_end: LinkEnd::new(),
             vioc_end: LinkEnd::new(),
             exiting: false,
@@ -97,7 +83,7 @@ impl Core {
         }
     }
 
-    fn drain_work(&mut self, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
+    fn drain_work(&mut self, ops: &mut Ops<'_, Dm, Self>, dm: &mut Dm) {
         while let Some(w) = dm.work.pop_front() {
             if dm.crashed {
                 return;
@@ -111,7 +97,7 @@ impl Core {
     }
 
     /// Runs an exchange between guest and virtual IOC until it settles.
-    fn exchange(&mut self, first: Hop, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
+    fn exchange(&mut self, first: Hop, ops: &mut Ops<'_, Dm, Self>, dm: &mut Dm) {
         let mut q = VecDeque::from([first]);
         while let Some(hop) = q.pop_front() {
             if dm.crashed {
@@ -136,9 +122,10 @@ impl Core {
                 Hop::ToGuest(bytes) => {
                     for service in self.guest_end.receive(&bytes) {
                         let frame = Frame::decode(service);
+                        let name = frame.as_ref().map_or("undecodable".into(), Frame::name);
                         dm.log.emit(
                             "frame.guest_rx",
-                            json!({"hex": hex(&service), "link": hex(&bytes), "frame": frame_name(frame.as_ref().ok())}),
+                            json!({"hex": hex(&service), "link": hex(&bytes), "frame": name}),
                         );
                         match frame {
                             Ok(f) => q.push_back(Hop::Guest(dm.guest.on_frame(f))),
@@ -154,7 +141,7 @@ impl Core {
         &mut self,
         a: GuestAction,
         q: &mut VecDeque<Hop>,
-        ops: &mut Ops<'_, Dm>,
+        ops: &mut Ops<'_, Dm, Self>,
         dm: &mut Dm,
     ) {
         match a {
@@ -170,7 +157,7 @@ impl Core {
                 log::trace!("Guest -> vioc {}", hex(&service));
                 dm.log.emit(
                     "frame.guest_tx",
-                    json!({"hex": hex(&service), "link": hex(&link), "frame": frame_name(Some(&frame))}),
+                    json!({"hex": hex(&service), "link": hex(&link), "frame": frame.name()}),
                 );
                 q.push_back(Hop::ToVioc(link));
             }
@@ -186,16 +173,9 @@ impl Core {
                     json!({"reason": r, "hex": format!("{r:#08x}")}),
                 );
             }
-            GuestAction::ArmDelay(d) => {
-                if let Some(t) = self.delay_timer.take() {
-                    ops.cancel(t);
-                }
-                self.delay_timer = Some(ops.arm_after(d));
-            }
+            GuestAction::ArmDelay(d) => ops.arm_after(SimTimer::Delay, d),
             GuestAction::CancelDelay => {
-                if let Some(t) = self.delay_timer.take() {
-                    ops.cancel(t);
-                }
+                ops.cancel(&SimTimer::Delay);
             }
             GuestAction::Suspend => {
                 dm.monitor().set_suspend_mode(suspend_mode::SUSPEND);
@@ -221,7 +201,7 @@ impl Core {
         &mut self,
         a: ViocAction,
         q: &mut VecDeque<Hop>,
-        ops: &mut Ops<'_, Dm>,
+        ops: &mut Ops<'_, Dm, Self>,
         dm: &mut Dm,
     ) {
         match a {
@@ -241,111 +221,27 @@ impl Core {
                     json!({"from": from.name(), "to": to.name(), "event": event.name()}),
                 );
             }
-            ViocAction::CloseNative => {
-                self.native_wanted = false;
-                self.close_native("suspended", ops, dm);
-                if let Some(t) = self.reopen_timer.take() {
-                    ops.cancel(t);
-                }
-            }
+            ViocAction::CloseNative => self.native.unwant("suspended", ops, &dm.log),
             ViocAction::OpenNative => {
-                self.native_wanted = true;
-                self.backoff = REOPEN_FIRST;
-                self.open_native(ops, dm);
+                let frames = self.native.want(ops, &dm.log);
+                self.native_frames(frames, ops, dm);
             }
             ViocAction::StartResend => {
-                if self.resend_timer.is_none() {
-                    self.resend_timer =
-                        Some(ops.arm_periodic(Instant::now() + self.heartbeat, self.heartbeat));
+                if !ops.is_armed(&SimTimer::Resend) {
+                    let first = Instant::now() + self.heartbeat;
+                    ops.arm_periodic(SimTimer::Resend, first, self.heartbeat);
                 }
             }
             ViocAction::StopResend => {
-                if let Some(t) = self.resend_timer.take() {
-                    ops.cancel(t);
-                }
+                ops.cancel(&SimTimer::Resend);
             }
             ViocAction::Dropped(what) => log::debug!("Vioc: dropped: {what}"),
         }
     }
 
-    fn open_native(&mut self, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
-        self.reopen_timer = None;
-        let Some(path) = self.native_path.clone() else {
-            return;
-        };
-        if self.native.is_some() || !self.native_wanted || self.exiting {
-            return;
-        }
-        match open_line(&path, LineMode::Cdev, 0) {
-            Ok(file) => {
-                let fd = file.as_raw_fd();
-                match ops.register(&mut SourceFd(&fd), Interest::READABLE) {
-                    Ok(token) => {
-                        log::info!("Native lifecycle channel {} open", path.display());
-                        dm.log.emit(
-                            "native.line",
-                            json!({"state": "open", "path": path.display().to_string()}),
-                        );
-                        self.native = Some(Native { file, token });
-                        self.native_codec = LineCodec::new(LineMode::Cdev);
-                        self.native_failures = 0;
-                        self.backoff = REOPEN_FIRST;
-                        // Frames written before we watched the fd raise no edge: read now.
-                        self.read_native(ops, dm);
-                    }
-                    Err(e) => {
-                        log::error!("Cannot watch {}: {e}", path.display());
-                        self.schedule_reopen(ops);
-                    }
-                }
-            }
-            Err(e) => {
-                if self.native_failures == 0 {
-                    log::warn!(
-                        "Native lifecycle channel {} not available ({e}); retrying",
-                        path.display()
-                    );
-                } else {
-                    log::debug!("Native lifecycle channel still not available: {e}");
-                }
-                self.native_failures = self.native_failures.saturating_add(1);
-                self.schedule_reopen(ops);
-            }
-        }
-    }
-
-    fn schedule_reopen(&mut self, ops: &mut Ops<'_, Dm>) {
-        if self.reopen_timer.is_none() && self.native_wanted && !self.exiting {
-            self.reopen_timer = Some(ops.arm_after(self.backoff));
-            self.backoff = (self.backoff * 2).min(REOPEN_MAX);
-        }
-    }
-
-    fn close_native(&mut self, why: &str, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
-        if let Some(n) = self.native.take() {
-            let fd = n.file.as_raw_fd();
-            ops.deregister(&mut SourceFd(&fd), n.token);
-            log::info!("Native lifecycle channel closed ({why})");
-            dm.log
-                .emit("native.line", json!({"state": "closed", "why": why}));
-        }
-    }
-
-    fn read_native(&mut self, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
-        let mut buf = [0u8; 256];
-        loop {
-            let Some(n) = self.native.as_mut() else {
-                return;
-            };
-            match n.file.read(&mut buf) {
-                Ok(0) => return self.native_lost("end of file", ops, dm),
-                Ok(k) => self.native_codec.feed(&buf[..k]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.native_lost(&e.to_string(), ops, dm),
-            }
-        }
-        while let Some(frame) = self.native_codec.next_frame() {
+    /// Frames read from the native channel, each an exchange of its own.
+    fn native_frames(&mut self, frames: Vec<Frame>, ops: &mut Ops<'_, Dm, Self>, dm: &mut Dm) {
+        for frame in frames {
             let bytes = frame.encode().unwrap_or_default();
             log::trace!("Native frame {}", hex(&bytes));
             dm.log.emit("frame.native_rx", json!({"hex": hex(&bytes)}));
@@ -354,12 +250,7 @@ impl Core {
         }
     }
 
-    fn native_lost(&mut self, why: &str, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
-        self.close_native(why, ops, dm);
-        self.schedule_reopen(ops);
-    }
-
-    fn begin_exit(&mut self, cause: ExitCause, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
+    fn begin_exit(&mut self, cause: ExitCause, ops: &mut Ops<'_, Dm, Self>, dm: &mut Dm) {
         if self.exiting {
             return;
         }
@@ -380,25 +271,21 @@ impl Core {
         dm.log
             .emit("dm.exit", json!({"cause": cause.name(), "signal": signal}));
         for t in [
-            self.hb_timer.take(),
-            self.delay_timer.take(),
-            self.resend_timer.take(),
-            self.reopen_timer.take(),
-            self.boot_timer.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            ops.cancel(t);
+            SimTimer::Heartbeat,
+            SimTimer::Delay,
+            SimTimer::Resend,
+            SimTimer::Boot,
+        ] {
+            ops.cancel(&t);
         }
-        self.close_native("exiting", ops, dm);
-        self.exit_timer = Some(ops.arm_after(EXIT_DRAIN));
+        self.native.end(ops, &dm.log);
+        ops.arm_after(SimTimer::Exit, EXIT_DRAIN);
         if let Some(n) = &self.notifier {
             dm.monitor().notify_when_idle(n.clone());
         }
     }
 
-    fn crash(&mut self, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
+    fn crash(&mut self, ops: &mut Ops<'_, Dm, Self>, dm: &mut Dm) {
         log::error!("Fault crash-stop: dying in the middle of a stop");
         dm.log.emit("fault", json!({"point": "crash-stop"}));
         dm.crashed = true;
@@ -407,73 +294,72 @@ impl Core {
 }
 
 impl Subscriber<Dm> for Core {
-    fn init(&mut self, ops: &mut Ops<'_, Dm>) -> io::Result<()> {
+    type Timer = SimTimer;
+    type Done = ();
+
+    fn init(&mut self, ops: &mut Ops<'_, Dm, Self>) -> io::Result<()> {
         self.notifier = Some(ops.notifier());
         // Boot on the loop, where the state is at hand.
-        self.boot_timer = Some(ops.arm_after(Duration::ZERO));
+        ops.arm_after(SimTimer::Boot, Duration::ZERO);
         Ok(())
     }
 
-    fn on_event(&mut self, event: &MioEvent, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
+    fn on_event(&mut self, event: &MioEvent, ops: &mut Ops<'_, Dm, Self>, dm: &mut Dm) {
         self.drain_work(ops, dm);
         if dm.crashed {
             return;
         }
-        if self.native.as_ref().map(|n| n.token) == Some(event.token()) {
-            self.read_native(ops, dm);
+        if self.native.owns(event.token()) {
+            let frames = self.native.read(ops, &dm.log);
+            self.native_frames(frames, ops, dm);
         }
     }
 
-    fn on_timer(&mut self, id: TimerId, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
+    fn on_timer(&mut self, key: SimTimer, ops: &mut Ops<'_, Dm, Self>, dm: &mut Dm) {
         // Actions of ops that already changed the guest or the virtual IOC come first.
         self.drain_work(ops, dm);
         if dm.crashed {
             return;
         }
-        let id = Some(id);
-        if id == self.boot_timer {
-            self.boot_timer = None;
-            self.hb_timer = Some(ops.arm_periodic(Instant::now() + self.heartbeat, self.heartbeat));
-            self.open_native(ops, dm);
-            let a = dm.guest.boot();
-            self.exchange(Hop::Guest(a), ops, dm);
-        } else if id == self.hb_timer {
-            let a = dm.guest.tick();
-            self.exchange(Hop::Guest(a), ops, dm);
-        } else if id == self.delay_timer {
-            self.delay_timer = None;
-            let a = dm.guest.delay_elapsed();
-            self.exchange(Hop::Guest(a), ops, dm);
-        } else if id == self.resend_timer {
-            let a = dm.vioc.on_resend_tick();
-            self.exchange(Hop::Vioc(a), ops, dm);
-        } else if id == self.reopen_timer {
-            self.open_native(ops, dm);
-        } else if id == self.exit_timer {
-            log::warn!(
-                "{} message(s) to acrnd still pending after {EXIT_DRAIN:?}; exiting anyway",
-                dm.monitor().pending_to_acrnd()
-            );
-            ops.shutdown();
+        match key {
+            SimTimer::Boot => {
+                let first = Instant::now() + self.heartbeat;
+                ops.arm_periodic(SimTimer::Heartbeat, first, self.heartbeat);
+                let frames = self.native.open(ops, &dm.log);
+                self.native_frames(frames, ops, dm);
+                let a = dm.guest.boot();
+                self.exchange(Hop::Guest(a), ops, dm);
+            }
+            SimTimer::Heartbeat => {
+                let a = dm.guest.tick();
+                self.exchange(Hop::Guest(a), ops, dm);
+            }
+            SimTimer::Delay => {
+                let a = dm.guest.delay_elapsed();
+                self.exchange(Hop::Guest(a), ops, dm);
+            }
+            SimTimer::Resend => {
+                let a = dm.vioc.on_resend_tick();
+                self.exchange(Hop::Vioc(a), ops, dm);
+            }
+            SimTimer::Reopen => {
+                let frames = self.native.open(ops, &dm.log);
+                self.native_frames(frames, ops, dm);
+            }
+            SimTimer::Exit => {
+                log::warn!(
+                    "{} message(s) to acrnd still pending after {EXIT_DRAIN:?}; exiting anyway",
+                    dm.monitor().pending_to_acrnd()
+                );
+                ops.shutdown();
+            }
         }
     }
 
-    fn on_notify(&mut self, ops: &mut Ops<'_, Dm>, dm: &mut Dm) {
+    fn on_notify(&mut self, ops: &mut Ops<'_, Dm, Self>, dm: &mut Dm) {
         self.drain_work(ops, dm);
         if self.exiting && !dm.crashed && dm.monitor().pending_to_acrnd() == 0 {
             ops.shutdown();
         }
-    }
-}
-
-fn frame_name(f: Option<&Frame>) -> String {
-    match f {
-        Some(Frame::Heartbeat(h)) => format!("heartbeat.{}", h.name()),
-        Some(Frame::Rtc(_)) => "rtc".into(),
-        Some(Frame::WakeupReason(_)) => "reason".into(),
-        Some(Frame::SuppressHeartbeat { .. }) => "suppress".into(),
-        Some(Frame::BootSelector(_)) => "boot_selector".into(),
-        Some(Frame::LogicMode(_)) => "logic_mode".into(),
-        None => "undecodable".into(),
     }
 }

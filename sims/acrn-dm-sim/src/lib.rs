@@ -1,6 +1,8 @@
-//! `acrn-dm-sim`: a device-model process for hardware-free runs. It hosts a [`Monitor`],
-//! a [`Vioc`] and a simulated [`Guest`] on one event loop, so that acrnd and acrnctl can
-//! manage it exactly as they manage acrn-dm.
+//! `acrn-dm-sim`: a device-model process for hardware-free runs. It hosts the monitor of
+//! `acrn-dm-monitor` ([`Monitor`]), its virtual IOC ([`Vioc`]) and a simulated [`Guest`]
+//! on one event loop, so that acrnd and acrnctl can manage it exactly as they manage
+//! acrn-dm. It is a crate of its own so that a device model embedding the monitor compiles
+//! no simulator.
 //!
 //! # What acrnd can rely on
 //!
@@ -27,12 +29,18 @@
 //!
 //! # The simulated VM
 //!
-//! The guest ([`crate::guest`]) heartbeats through the virtual IOC ([`crate::vioc`]) over
-//! an in-process virtual UART carrying real CBC link frames ([`crate::link`]). Ops
+//! The guest ([`guest`]) heartbeats through the virtual IOC ([`acrn_dm_monitor::vioc`])
+//! over an in-process virtual UART carrying real CBC link frames ([`link`]). Ops
 //! providers: the monitor's own (`PMC_VM_OPs`: query, resume), `ioc_dm` (stop, suspend,
 //! resume → the virtual IOC) and `sim_guest` (resume → the guest resumes from S3; a forced
 //! stop → exit). DM_BLKRESCAN, DM_PAUSE and DM_CONTINUE have no provider: -95 (-22 for
 //! malformed devargs).
+//!
+//! # Access
+//!
+//! Without `--allow-uid` and `--allow-group` every request is open to whoever can open the
+//! socket (as acrn-dm's). With either, they make the monitor's policy: DM_QUERY stays open,
+//! other requests from peers the policy does not allow are refused with -13 (`-EACCES`).
 //!
 //! # Event log (`--event-log`, actor = VM name)
 //!
@@ -49,187 +57,110 @@
 //! | `frame.native_rx` | `hex` |
 //! | `native.line` | `state` (`open`, `closed`), `path`, `why` |
 //! | `ipc.request` / `ipc.ack` | `msg`, `pid`, `uid`, `body` / `err` or `state` |
+//! | `ipc.refused` | `msg`, `pid`, `uid` (a request the policy does not allow) |
 //! | `acrnd.send` / `acrnd.result` | `msg`, `mode` or `t` / `value`, `ok`, `err`, `attempts`, `error` |
 //! | `fault` | `point`: `hang-stop`, `refuse-suspend`, `crash-stop` |
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod config;
+mod dm;
 mod event_handler;
+pub mod guest;
+pub mod link;
+mod native;
 
 use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
+use acrn_dm_monitor::monitor::{Monitor, MonitorConfig, MonitorError};
+use acrn_dm_monitor::ops::OpsRegistry;
+use acrn_dm_monitor::vioc::Vioc;
+use mngr_ipc::daemon::{self, RunError};
 use mngr_ipc::event_log::EventLog;
-use mngr_ipc::msg::err;
-use mngr_ipc::runtime::{EventLoop, Notifier, SignalSubscriber};
+use mngr_ipc::runtime::{EventLoop, SignalSubscriber};
 use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use thiserror::Error;
 
 pub use self::config::{Args, Config, ConfigError, Fault, WAKEUP_REASON_ENV};
+pub use self::dm::Dm;
+use self::dm::{ExitCause, IocDm, SimGuest, Work};
 use self::event_handler::Core;
-use crate::guest::{Guest, GuestAction};
-use crate::monitor::{DeviceModel, Monitor, MonitorConfig, MonitorError, MonitorState};
-use crate::ops::{OpResult, OpsRegistry, VmOps};
-use crate::vioc::{self, Vioc};
+use self::guest::Guest;
 
 /// Longest wait for queued messages to acrnd before exiting.
 pub const EXIT_DRAIN: Duration = Duration::from_secs(3);
 
-/// Why acrn-dm-sim stopped with an error.
-#[derive(Debug, Error)]
-pub enum RunError {
-    /// The event log cannot be opened.
-    #[error("Cannot open the event log")]
-    EventLog(#[source] io::Error),
-    /// The monitor cannot start.
-    #[error("Cannot start the monitor")]
-    Monitor(#[from] MonitorError),
-    /// Signals cannot be caught.
-    #[error("Cannot catch signals")]
-    Signals(#[source] io::Error),
-    /// The event loop failed.
-    #[error("Event loop failed")]
-    Loop(#[source] io::Error),
+/// How a run ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a crash must end the process"]
+pub enum Exit {
+    /// The VM powered off, was stopped, or a signal ended it: exit 0.
+    Clean,
     /// `--fault crash-stop` fired: the caller must die without any cleanup (the socket is
     /// deliberately left behind).
-    #[error("Simulated crash in the middle of a stop")]
     Crashed,
-}
-
-/// Why the DM is exiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ExitCause {
-    GuestPoweredOff,
-    ForcedStop,
-    Signal(i32),
-}
-
-impl ExitCause {
-    fn name(self) -> &'static str {
-        match self {
-            ExitCause::GuestPoweredOff => "guest_poweroff",
-            ExitCause::ForcedStop => "forced_stop",
-            ExitCause::Signal(_) => "signal",
-        }
-    }
-}
-
-/// Work for the core subscriber, queued by providers and signal handlers.
-#[derive(Debug)]
-pub(crate) enum Work {
-    Vioc(Vec<vioc::Action>),
-    Guest(Vec<GuestAction>),
-    Exit(ExitCause),
-}
-
-/// The simulated device model's state, owned by the event loop.
-#[derive(Debug)]
-pub struct Dm {
-    monitor: MonitorState,
-    vioc: Vioc,
-    guest: Guest,
-    log: EventLog,
-    work: VecDeque<Work>,
-    core: Option<Notifier>,
-    crash_stop: bool,
-    crashed: bool,
-}
-
-impl DeviceModel for Dm {
-    fn monitor(&mut self) -> &mut MonitorState {
-        &mut self.monitor
-    }
-}
-
-impl Dm {
-    fn request(&mut self, w: Work) {
-        self.work.push_back(w);
-        if let Some(n) = &self.core {
-            n.notify();
-        }
-    }
-}
-
-/// The virtual IOC's ops (the original's `ioc_dm`).
-#[derive(Debug)]
-struct IocDm;
-
-impl VmOps<Dm> for IocDm {
-    fn label(&self) -> &str {
-        "ioc_dm"
-    }
-
-    fn stop(&mut self, dm: &mut Dm) -> OpResult {
-        match dm.vioc.stop() {
-            Ok(a) => {
-                dm.request(Work::Vioc(a));
-                OpResult::Done
-            }
-            Err(e) => {
-                log::warn!("{}: graceful stop refused: {e}", dm.monitor.vm());
-                OpResult::Failed(err::BUSY)
-            }
-        }
-    }
-
-    fn suspend(&mut self, dm: &mut Dm) -> OpResult {
-        let a = dm.vioc.suspend();
-        dm.request(Work::Vioc(a));
-        OpResult::Done
-    }
-
-    fn resume(&mut self, dm: &mut Dm, reason: u32) -> OpResult {
-        let a = dm.vioc.resume(reason);
-        dm.request(Work::Vioc(a));
-        OpResult::Done
-    }
-}
-
-/// The simulated guest's ops: it resumes from S3; a forced stop ends the process.
-#[derive(Debug)]
-struct SimGuest;
-
-impl VmOps<Dm> for SimGuest {
-    fn label(&self) -> &str {
-        "sim_guest"
-    }
-
-    fn resume(&mut self, dm: &mut Dm, _reason: u32) -> OpResult {
-        let a = dm.guest.resume();
-        if !a.is_empty() {
-            dm.request(Work::Guest(a));
-        }
-        OpResult::Done
-    }
-
-    fn powered_off(&mut self, dm: &mut Dm) {
-        dm.request(Work::Exit(ExitCause::ForcedStop));
-    }
 }
 
 /// Runs the simulated device model until it exits.
 ///
-/// Returns [`RunError::Crashed`] for `--fault crash-stop` without releasing anything (the
+/// Returns [`Exit::Crashed`] for `--fault crash-stop` without releasing anything (the
 /// event loop, and so the socket, is leaked on purpose): the caller must abort.
-pub fn run(cfg: Config) -> Result<(), RunError> {
-    let log = EventLog::open_optional(cfg.event_log.as_deref(), cfg.vm.as_str())
-        .map_err(RunError::EventLog)?;
-    let mut mcfg = MonitorConfig::new(cfg.vm.as_str(), &cfg.socket_dir);
+pub fn run(cfg: Config) -> Result<Exit, RunError> {
+    let log = daemon::open_event_log(cfg.event_log.as_deref(), cfg.vm.as_str())?;
+    let mut el = EventLoop::new().map_err(RunError::Loop)?;
+    let signals = SignalSubscriber::new(&[SIGTERM, SIGINT], |sig, _ops, dm: &mut Dm| {
+        log::info!("Signal {sig}: exiting");
+        dm.request(Work::Exit(ExitCause::Signal(sig)));
+    })
+    .map_err(|source| RunError::Setup {
+        what: "signal handling".into(),
+        source,
+    })?;
+    el.add(Box::new(signals)).map_err(RunError::Loop)?;
+    let monitor = bind_monitor(&cfg, &log)?;
+    log_start(&cfg, &log, &monitor);
+    let mut dm = Dm {
+        monitor: monitor.add_to(&mut el).map_err(RunError::Loop)?,
+        vioc: Vioc::new(cfg.boot_reason),
+        guest: Guest::new(cfg.guest.clone()),
+        log,
+        work: VecDeque::new(),
+        core: None,
+        crash_stop: cfg.crash_stop,
+        crashed: false,
+    };
+    let core = el.add(Box::new(Core::new(&cfg))).map_err(RunError::Loop)?;
+    dm.core = Some(el.notifier(core));
+    el.run(&mut dm).map_err(RunError::Loop)?;
+    if dm.crashed {
+        // A crash releases nothing: the monitor's socket must stay behind, stale.
+        std::mem::forget(el);
+        return Ok(Exit::Crashed);
+    }
+    Ok(Exit::Clean)
+}
+
+/// Binds the monitor socket with the virtual IOC's and the guest's providers.
+fn bind_monitor(cfg: &Config, log: &EventLog) -> Result<Monitor<Dm>, RunError> {
+    let mut mcfg = MonitorConfig::new(cfg.vm.clone(), &cfg.socket_dir);
     mcfg.profile = cfg.profile;
     mcfg.acrnd = cfg.acrnd.clone();
+    mcfg.policy = cfg.policy.clone();
     mcfg.event_log = log.clone();
     let registry = OpsRegistry::new().with(IocDm).with(SimGuest);
-    let mut el = EventLoop::new().map_err(RunError::Loop)?;
-    el.add(Box::new(
-        SignalSubscriber::new(&[SIGTERM, SIGINT], |sig, _ops, dm: &mut Dm| {
-            log::info!("Signal {sig}: exiting");
-            dm.request(Work::Exit(ExitCause::Signal(sig)));
-        })
-        .map_err(RunError::Signals)?,
-    ))
-    .map_err(RunError::Loop)?;
-    let (monitor, state) = Monitor::bind(mcfg, registry)?;
+    Monitor::bind(mcfg, registry).map_err(|e| match e {
+        MonitorError::Serve(e) => RunError::Serve(e),
+        // The configuration checked the name for this profile already.
+        MonitorError::Name(e) => RunError::Setup {
+            what: format!("the monitor of {}", cfg.vm),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        },
+    })
+}
+
+fn log_start(cfg: &Config, log: &EventLog, monitor: &Monitor<Dm>) {
     let faults: Vec<&str> = cfg
         .guest
         .faults
@@ -256,28 +187,4 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         monitor.socket_path().display(),
         cfg.boot_reason
     );
-    let mut dm = Dm {
-        monitor: state,
-        vioc: Vioc::new(cfg.boot_reason),
-        guest: Guest::new(cfg.guest.clone()),
-        log,
-        work: VecDeque::new(),
-        core: None,
-        crash_stop: cfg.crash_stop,
-        crashed: false,
-    };
-    el.add(Box::new(monitor)).map_err(RunError::Loop)?;
-    let core = el.add(Box::new(Core::new(&cfg))).map_err(RunError::Loop)?;
-    dm.core = Some(el.notifier(core));
-    el.run(&mut dm).map_err(RunError::Loop)?;
-    if dm.crashed {
-        // A crash releases nothing: the monitor's socket must stay behind, stale.
-        std::mem::forget(el);
-        return Err(RunError::Crashed);
-    }
-    Ok(())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
