@@ -114,8 +114,10 @@ impl BlkRescan {
 /// A VM-ops provider: a component of the device model acting on monitor requests.
 ///
 /// Every op defaults to [`OpResult::Unsupported`] (`query` to `None`). Methods run on the
-/// event-loop thread with the device model's state and must not block; slow work goes to a
-/// worker that reports back through a [`mngr_ipc::runtime::Notifier`].
+/// event-loop thread with the device model's state and must not block; slow work is queued
+/// in that state for a subscriber of the device model, woken with a
+/// [`Notifier`](mngr_ipc::runtime::Notifier), which hands it to the loop's workers
+/// ([`Ops::spawn`](mngr_ipc::runtime::Ops::spawn)).
 pub trait VmOps<C>: Send {
     /// A short name for logs (the original used 16-character labels such as `ioc_dm`).
     fn label(&self) -> &str;
@@ -326,7 +328,7 @@ impl<C: DeviceModel> VmOps<C> for Pmc {
     }
 
     fn resume(&mut self, ctx: &mut C, _reason: u32) -> OpResult {
-        let m: &mut MonitorState = ctx.monitor();
+        let m: &mut MonitorState<C> = ctx.monitor();
         if m.suspend_mode() == suspend_mode::POWEROFF {
             // The VM is being torn down; nothing can run it again.
             return OpResult::Failed(err::BUSY);

@@ -1,30 +1,28 @@
-//! The outbox to acrnd: DM_NOTIFY and ACRND_TIMER requests, sent by one worker thread so
-//! the event loop never blocks on acrnd.
+//! The outbox to acrnd: DM_NOTIFY and ACRND_TIMER requests, sent one at a time from the
+//! loop's worker pool so the event loop never blocks on acrnd.
 //!
-//! The loop queues [`Outgoing`] messages on a channel; the worker sends them **in order**,
-//! one at a time, with the blocking [`Client`], and reports each one's fate ([`Report`])
-//! back through a channel and the monitor's [`Notifier`], where it is logged.
+//! The device model's handlers and subscribers queue [`Outgoing`] messages in the
+//! [`MonitorState`](super::MonitorState); the monitor's outbox subscriber sends them **in
+//! order**, one at a time, each as a worker job ([`send`]) with the blocking [`Client`], and
+//! logs each one's fate ([`Report`]) when the job's result comes back to the loop.
 //!
-//! * Order: one worker, FIFO. An ACRND_TIMER queued before a DM_NOTIFY reaches acrnd first
-//!   (a guest arms its wake-up before it reports itself suspended or off).
+//! * Order: one message in flight, FIFO. An ACRND_TIMER queued before a DM_NOTIFY reaches
+//!   acrnd first (a guest arms its wake-up before it reports itself suspended or off).
 //! * Coalescing ([`coalesce`]): messages that queue up while acrnd is slow are sent in order,
 //!   except that a DM_NOTIFY equal to the one just before it in the queue is dropped, and
 //!   beyond [`MAX_QUEUED`] the oldest DM_NOTIFY is dropped (the latest state always goes
 //!   out). ACRND_TIMER requests are never dropped.
-//! * Retries: only when the request certainly did not reach acrnd (no socket, connection
-//!   refused), up to the configured attempts with a doubling pause. A timeout or a closed
-//!   connection may mean acrnd got it, so it is not repeated (a second ACRND_TIMER would
-//!   arm a second timer). An ack with a non-zero `err` is acrnd's answer, not retried.
+//! * Retries ([`Attempt::settle`]): only when the request certainly did not reach acrnd (no
+//!   socket, connection refused), up to the configured attempts with a doubling pause (a
+//!   timer of the loop, not a sleep). A timeout or a closed connection may mean acrnd got
+//!   it, so it is not repeated (a second ACRND_TIMER would arm a second timer). An ack with
+//!   a non-zero `err` is acrnd's answer, not retried.
 
 use std::collections::VecDeque;
-use std::io;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mngr_ipc::client::{Client, ClientError};
 use mngr_ipc::msg::{Body, Request};
-use mngr_ipc::runtime::Notifier;
 
 /// Most messages waiting in the worker before DM_NOTIFYs are dropped (oldest first).
 pub const MAX_QUEUED: usize = 32;
@@ -144,129 +142,78 @@ fn retryable(e: &ClientError) -> bool {
     )
 }
 
-/// Starts the worker. It ends when every sender of `rx` is gone.
-pub(crate) fn spawn(
-    cfg: OutboxConfig,
-    rx: Receiver<Outgoing>,
-    reports: Sender<Report>,
-    notifier: Notifier,
-) -> io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("{}-to-acrnd", cfg.vm))
-        .spawn(move || {
-            Worker {
-                cfg,
-                rx,
-                reports,
-                notifier,
-                queue: VecDeque::new(),
-            }
-            .run()
-        })
+/// What a send job returns: the ack's `err`, or why no ack came.
+pub(crate) type SendResult = Result<Option<i32>, ClientError>;
+
+/// Sends `msg` once to acrnd (a worker job: it blocks up to the configured timeout).
+pub(crate) fn send(cfg: &OutboxConfig, msg: Outgoing) -> SendResult {
+    cfg.client
+        .send(&cfg.acrnd, &msg.request(&cfg.vm), cfg.timeout)
+        .map(|ack| ack.err())
 }
 
-struct Worker {
-    cfg: OutboxConfig,
-    rx: Receiver<Outgoing>,
-    reports: Sender<Report>,
-    notifier: Notifier,
-    queue: VecDeque<Outgoing>,
+/// The message being sent: how many attempts so far, and the pause before the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    pub(crate) msg: Outgoing,
+    pub(crate) attempts: u32,
+    pub(crate) pause: Duration,
 }
 
-impl Worker {
-    fn run(mut self) {
-        loop {
-            if self.queue.is_empty() {
-                match self.rx.recv() {
-                    Ok(m) => self.queue.push_back(m),
-                    Err(_) => return,
-                }
-            }
-            while let Ok(m) = self.rx.try_recv() {
-                self.queue.push_back(m);
-            }
-            for m in coalesce(&mut self.queue, MAX_QUEUED) {
-                log::debug!("{} to acrnd coalesced: {m:?}", m.msg_name());
-                self.report(m, Delivery::Coalesced);
-            }
-            let Some(msg) = self.queue.pop_front() else {
-                continue;
-            };
-            let delivery = self.deliver(msg);
-            self.report(msg, delivery);
+/// What to do after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// The message's fate is known.
+    Done(Delivery),
+    /// Try again after this pause.
+    Retry(Duration),
+}
+
+impl Attempt {
+    /// The first attempt at `msg`.
+    pub(crate) fn first(msg: Outgoing, backoff: Duration) -> Self {
+        Attempt {
+            msg,
+            attempts: 1,
+            pause: backoff,
         }
     }
 
-    fn deliver(&mut self, msg: Outgoing) -> Delivery {
-        let req = msg.request(&self.cfg.vm);
-        let attempts = self.cfg.attempts.max(1);
-        let mut pause = self.cfg.backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let e = match self
-                .cfg
-                .client
-                .send(&self.cfg.acrnd, &req, self.cfg.timeout)
-            {
-                Ok(ack) => {
-                    return Delivery::Acked {
-                        err: ack.err(),
-                        attempts: attempt,
-                    };
-                }
-                Err(e) => e,
-            };
-            let error = mngr_ipc::error_chain(&e);
-            if !retryable(&e) || attempt >= attempts {
-                return Delivery::Failed {
-                    error,
-                    attempts: attempt,
-                };
+    /// Decides after the attempt that gave `result`, out of at most `max` attempts; on a
+    /// retry, counts the next attempt and doubles the pause after it.
+    pub(crate) fn settle(&mut self, result: SendResult, max: u32) -> Next {
+        let e = match result {
+            Ok(err) => {
+                return Next::Done(Delivery::Acked {
+                    err,
+                    attempts: self.attempts,
+                });
             }
-            log::debug!(
-                "{} to {} not delivered ({error}); retrying in {pause:?}",
-                msg.msg_name(),
-                self.cfg.acrnd,
-            );
-            if !self.pause(pause) {
-                return Delivery::Failed {
-                    error,
-                    attempts: attempt,
-                };
-            }
-            pause = pause.saturating_mul(2);
+            Err(e) => e,
+        };
+        let error = mngr_ipc::error_chain(&e);
+        if !retryable(&e) || self.attempts >= max.max(1) {
+            return Next::Done(Delivery::Failed {
+                error,
+                attempts: self.attempts,
+            });
         }
-    }
-
-    /// Waits `d` while collecting new messages (no sleep: the channel is the clock).
-    /// Returns false if the loop side is gone.
-    fn pause(&mut self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            match self.rx.recv_timeout(left) {
-                Ok(m) => self.queue.push_back(m),
-                Err(RecvTimeoutError::Timeout) => return true,
-                Err(RecvTimeoutError::Disconnected) => return false,
-            }
-        }
-    }
-
-    fn report(&self, msg: Outgoing, delivery: Delivery) {
-        // The loop is gone when the receiver is: nobody is left to tell.
-        if self.reports.send(Report { msg, delivery }).is_ok() {
-            self.notifier.notify();
-        }
+        log::debug!(
+            "{} to acrnd not delivered ({error}); retrying in {:?}",
+            self.msg.msg_name(),
+            self.pause
+        );
+        let pause = self.pause;
+        self.attempts += 1;
+        self.pause = self.pause.saturating_mul(2);
+        Next::Retry(pause)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     fn n(mode: i32) -> Outgoing {
         Outgoing::Notify { mode }
@@ -301,6 +248,50 @@ mod tests {
         let dropped = coalesce(&mut q, 2);
         assert!(dropped.is_empty(), "timers and the latest state stay");
         assert_eq!(q.len(), 4);
+    }
+
+    #[test]
+    fn attempts_retry_with_a_doubling_pause_up_to_the_limit() {
+        let refused = || {
+            Err(ClientError::Connect {
+                name: "acrnd".into(),
+                source: io::Error::from(io::ErrorKind::ConnectionRefused),
+            })
+        };
+        let mut a = Attempt::first(n(0), Duration::from_millis(100));
+        assert_eq!(
+            a.settle(refused(), 3),
+            Next::Retry(Duration::from_millis(100))
+        );
+        assert_eq!(
+            a.settle(refused(), 3),
+            Next::Retry(Duration::from_millis(200))
+        );
+        assert!(matches!(
+            a.settle(refused(), 3),
+            Next::Done(Delivery::Failed { attempts: 3, .. })
+        ));
+        let mut a = Attempt::first(t(7), Duration::from_millis(100));
+        assert_eq!(
+            a.settle(Ok(Some(-1)), 3),
+            Next::Done(Delivery::Acked {
+                err: Some(-1),
+                attempts: 1
+            }),
+            "acrnd's answer is not retried"
+        );
+        let mut a = Attempt::first(t(7), Duration::from_millis(100));
+        let timeout = Err(ClientError::Timeout {
+            id: mngr_ipc::MsgId::AcrndTimer,
+            timeout: Duration::from_secs(2),
+        });
+        assert!(
+            matches!(
+                a.settle(timeout, 3),
+                Next::Done(Delivery::Failed { attempts: 1, .. })
+            ),
+            "acrnd may have got it"
+        );
     }
 
     #[test]

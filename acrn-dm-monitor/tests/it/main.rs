@@ -1,10 +1,9 @@
-//! Integration tests of acrn-dm-monitor: acrn-dm-sim as a real process, launched as acrnd
-//! launches acrn-dm, over real Unix sockets and ptys, with a test acrnd in the test.
+//! Integration tests of acrn-dm-monitor: a test device model embedding the monitor on its
+//! own event loop, over real Unix sockets, with a test acrnd where one is needed. (The
+//! simulated device model and its process tests live in `sims/acrn-dm-sim`.)
 // The whole binary is test code; the lint is meant for unit tests inside library modules.
 #![allow(clippy::tests_outside_test_module)]
 
-mod faults;
+mod access;
 mod harness;
-mod lifecycle;
-mod native;
-mod requests;
+mod outbox;

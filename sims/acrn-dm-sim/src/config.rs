@@ -7,15 +7,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use acrn_dm_monitor::monitor::DEFAULT_ACRND;
 use clap::{Parser, ValueEnum};
 use mngr_ipc::Profile;
+use mngr_ipc::auth::Policy;
 use mngr_ipc::cbc::RtcWake;
+use mngr_ipc::daemon::{CommonArgs, OptionError};
 use mngr_ipc::naming::DEFAULT_SOCKET_DIR;
+use mngr_ipc::profile::ProfileError;
+use mngr_ipc::vocabulary::{NameError, VmName};
 use thiserror::Error;
 
 use crate::guest::{GuestConfig, GuestFault};
-use crate::monitor::DEFAULT_ACRND;
-use crate::name::{NameError, VmName};
 
 /// Environment variable acrnd sets to the wakeup reason a launched VM should boot with.
 pub const WAKEUP_REASON_ENV: &str = "ACRN_WAKEUP_REASON";
@@ -36,9 +39,15 @@ pub enum Fault {
 #[command(
     name = "acrn-dm-sim",
     version,
-    about = "A simulated ACRN device model: monitor socket, virtual IOC and a simulated guest"
+    about = "A simulated ACRN device model: monitor socket, virtual IOC and a simulated guest",
+    // A bad --abi is a usage error of the command line itself, as when it was a Profile.
+    mut_arg("abi", |a| a.value_parser(parse_abi)),
 )]
 pub struct Args {
+    /// The options every binary of the suite takes. `--allow-uid` / `--allow-group` make
+    /// the monitor's policy; without either, every request is open (as acrn-dm's).
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Directory of the mngr IPC sockets.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
@@ -54,12 +63,6 @@ pub struct Args {
     /// Server name of acrnd (receives ACRND_TIMER and DM_NOTIFY).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_ACRND)]
     pub acrnd: String,
-    /// ABI profile of struct mngr_msg: F (ACRN v3.x), E (v2.x), D (v1.1–1.6).
-    #[arg(long, value_name = "F|E|D", default_value = "F", value_parser = Profile::by_name)]
-    pub abi: Profile,
-    /// Append lifecycle events as JSON lines to this file.
-    #[arg(long, value_name = "PATH")]
-    pub event_log: Option<PathBuf>,
     /// Time the guest takes from a stop request to powering off.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub poweroff_delay_ms: u64,
@@ -75,9 +78,6 @@ pub struct Args {
     /// Misbehave (repeatable).
     #[arg(long, value_enum, value_name = "FAULT")]
     pub fault: Vec<Fault>,
-    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
     /// The VM name (the last argument, as for acrn-dm).
     #[arg(value_name = "VM")]
     pub vm: String,
@@ -89,6 +89,9 @@ pub enum ConfigError {
     /// The VM name.
     #[error("Bad VM name")]
     Name(#[from] NameError),
+    /// `--abi`, `--allow-uid` or `--allow-group`.
+    #[error("Bad option")]
+    Option(#[from] OptionError),
     /// A period of zero.
     #[error("--heartbeat-ms must be greater than zero")]
     ZeroPeriod,
@@ -117,6 +120,8 @@ pub struct Config {
     pub acrnd: String,
     /// ABI profile.
     pub profile: Profile,
+    /// Who may change the VM's state (`None`: anyone who can open the socket).
+    pub policy: Option<Policy>,
     /// Event log.
     pub event_log: Option<PathBuf>,
     /// The guest's behaviour.
@@ -135,11 +140,22 @@ pub fn parse_u32(s: &str) -> Result<u32, String> {
     parsed.map_err(|e| format!("{s:?} is not a number (hex 0x.. or decimal): {e}"))
 }
 
+/// Checks `--abi` when the command line is parsed (the value stays the name given).
+fn parse_abi(s: &str) -> Result<String, ProfileError> {
+    Profile::by_name(s).map(|_| s.to_owned())
+}
+
 impl Args {
     /// Validates; `env_reason` is `ACRN_WAKEUP_REASON` if set (used when `--boot-reason`
     /// is absent).
     pub fn into_config(self, env_reason: Option<&str>) -> Result<Config, ConfigError> {
-        let vm = VmName::new(&self.vm, self.abi)?;
+        let profile = self.common.profile()?;
+        let vm = VmName::new(&self.vm, profile)?;
+        let policy = if self.common.allow_uid.is_empty() && self.common.allow_group.is_empty() {
+            None
+        } else {
+            Some(self.common.policy()?)
+        };
         if self.heartbeat_ms == 0 {
             return Err(ConfigError::ZeroPeriod);
         }
@@ -173,8 +189,9 @@ impl Args {
             boot_reason,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             acrnd: self.acrnd,
-            profile: self.abi,
-            event_log: self.event_log,
+            profile,
+            policy,
+            event_log: self.common.event_log,
             guest: GuestConfig {
                 poweroff_delay: Duration::from_millis(self.poweroff_delay_ms),
                 suspend_delay: Duration::from_millis(self.suspend_delay_ms),
@@ -212,6 +229,27 @@ mod tests {
         assert!(c.guest.faults.is_empty());
         assert!(!c.crash_stop);
         assert!(c.native.is_none());
+        assert_eq!(c.policy, None, "every request open, as acrn-dm's");
+    }
+
+    #[test]
+    fn allow_options_make_a_policy() {
+        let c = parse(&["--allow-uid", "1000", "--allow-uid", "0", "vm1"])
+            .into_config(None)
+            .expect("valid");
+        assert_eq!(c.policy, Some(Policy::new(vec![1000, 0], Vec::new())));
+        let c = parse(&["--allow-group", "27", "vm1"])
+            .into_config(None)
+            .expect("valid");
+        assert_eq!(
+            c.policy,
+            Some(Policy::new(vec![0], vec![27])),
+            "root stays allowed"
+        );
+        assert!(matches!(
+            parse(&["--allow-group", "no-such-group-here", "vm1"]).into_config(None),
+            Err(ConfigError::Option(OptionError::Group(_)))
+        ));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! vioc sends a booting guest, 0x800020 with sequence 0:
 //!
 //! ```
-//! use acrn_dm_monitor::link::LinkEnd;
+//! use acrn_dm_sim::link::LinkEnd;
 //!
 //! let mut vioc = LinkEnd::new();
 //! let bytes = vioc.encode([0x01, 0x20, 0x00, 0x80]);

@@ -5,39 +5,25 @@
 
 use std::process::ExitCode;
 
-use acrn_dm_monitor::sim::{self, Args, RunError, WAKEUP_REASON_ENV};
+use acrn_dm_sim::{Args, Exit, WAKEUP_REASON_ENV};
 use clap::Parser;
-use mngr_ipc::error_chain;
+use mngr_ipc::daemon;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let level = match args.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .init();
+    daemon::init_logging(args.common.verbose);
     // Every client connection is a descriptor: lift the soft limit (never fatal).
     mngr_ipc::limits::raise_nofile(mngr_ipc::limits::NOFILE_WANTED);
     let env_reason = std::env::var(WAKEUP_REASON_ENV).ok();
     let config = match args.into_config(env_reason.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            log::error!("{}", error_chain(&e));
-            return ExitCode::from(2);
-        }
+        Err(e) => return daemon::usage_error(&e),
     };
-    match sim::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(RunError::Crashed) => {
+    match acrn_dm_sim::run(config) {
+        Ok(Exit::Crashed) => {
             log::error!("Simulated crash: aborting");
             std::process::abort()
         }
-        Err(e) => {
-            log::error!("{}", error_chain(&e));
-            ExitCode::FAILURE
-        }
+        result => daemon::exit_code(result.map(|_| ())),
     }
 }

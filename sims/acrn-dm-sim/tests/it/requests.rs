@@ -195,3 +195,24 @@ fn without_acrnd_the_dm_runs_and_reports_undelivered_notifications() {
         .count();
     assert!(hb >= 2, "{hb} heartbeats");
 }
+
+#[test]
+fn allow_options_guard_state_changes_but_not_queries() {
+    let mut b = Bench::new("dm-policy");
+    let other = nix::unistd::getuid().as_raw().wrapping_add(1).to_string();
+    b.spawn_running("dm", "vm1", &["--allow-uid", &other]);
+    assert_eq!(b.query("vm1"), Some(0));
+    assert_eq!(
+        b.err_of("vm1", Body::DmStop { force: 1 }),
+        err::NOT_PERMITTED
+    );
+    assert_eq!(b.err_of("vm1", Body::DmSuspend), err::NOT_PERMITTED);
+    assert_eq!(b.query("vm1"), Some(0), "nothing changed");
+    assert!(b.procs.is_running("dm"));
+    let refused = b
+        .events("dm")
+        .iter()
+        .filter(|e| e.kind == "ipc.refused")
+        .count();
+    assert_eq!(refused, 2);
+}
