@@ -3,12 +3,12 @@
 //! * [`Lcs`] (the loop's state) holds the [`Machine`], the armed RTC wake-up, the
 //!   WAKEUP_REASON requests waiting for a first reason, and a queue of work for the core.
 //! * The IPC servers (`sos-lcs`, `service-vm-lcs`, and the stand-in `acrnd` in no-acrnd
-//!   mode) run their handlers ([`requests`]) on the loop; the server admits each request by
+//!   mode) run their handlers (`requests`) on the loop; the server admits each request by
 //!   its access class (policy, refusal and request log are the server's). A handler feeds
 //!   the machine, answers at once, and leaves the I/O its decision needs (frames, timers,
 //!   requests to acrnd) to the core, which it wakes through a [`Notifier`].
 //! * The `Core` subscriber owns the IOC line (a [`LineEndpoint`], `ioc_line`), its timers
-//!   (one key each: [`Timer`]) and the jobs it hands to the loop's workers (one result type:
+//!   (one key each: `Timer`) and the jobs it hands to the loop's workers (one result type:
 //!   `Done`): requests to acrnd with bounded retries (`acrnd_link`), the power commands
 //!   (`actions`), and the exit path (`exit`).
 //!

@@ -126,7 +126,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
     /// mngr server name of the lifecycle service, for `reboot-request`.
-    #[arg(long, value_name = "NAME", default_value = "sos-lcs")]
+    #[arg(long, value_name = "NAME", default_value = mngr_ipc::vocabulary::SOS_LCS)]
     pub lcs_name: String,
     /// mngr ABI profile (F, E or D), for `reboot-request`.
     #[arg(long, value_name = "P", default_value = "F", value_parser = Profile::by_name)]
