@@ -128,10 +128,25 @@ pub fn mode_name(mode: LineMode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mngr_ipc::cbc::{Frame, Heartbeat};
+    use mngr_ipc::error_chain;
+    use mngr_ipc::event_log::hex;
 
     #[test]
-    fn mode_names() {
+    fn what_the_event_log_and_stderr_say() {
         assert_eq!(mode_name(LineMode::Cdev), "cdev");
         assert_eq!(mode_name(LineMode::Uart), "uart");
+        // The frame names and hex of `frame.tx` / `frame.rx` (the suite's one spelling).
+        assert_eq!(hex(&[0x01, 0x20, 0x00, 0xc0]), "012000c0");
+        assert_eq!(
+            Frame::Heartbeat(Heartbeat::ACTIVE).name(),
+            "heartbeat.active"
+        );
+        assert_eq!(Frame::WakeupReason(0).name(), "reason");
+        let e = RunError::Setup {
+            what: "the control socket /x".into(),
+            source: std::io::Error::other("boom"),
+        };
+        assert_eq!(error_chain(&e), "Cannot set up the control socket /x: boom");
     }
 }

@@ -1,6 +1,9 @@
 //! The pty lines: registering, writing what waits, reading what the SoC sends, recreating a
 //! line that failed, and the reason frames the IOC sends on every line.
 
+use std::io;
+use std::time::Instant;
+
 use mio::Interest;
 use mio::event::Event;
 use mio::unix::SourceFd;
@@ -9,8 +12,6 @@ use mngr_ipc::error_chain;
 use mngr_ipc::event_log::hex;
 use mngr_ipc::line::{LineCodec, LineMode};
 use serde_json::json;
-use std::io;
-use std::time::Instant;
 
 use super::{LIFECYCLE, SimOps, Simulator, Timer, frame_fields, interest};
 use crate::pty::PtyLine;

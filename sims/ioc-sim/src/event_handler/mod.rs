@@ -117,6 +117,8 @@ pub(crate) struct Simulator {
     /// Connections whose deferred reply was sent: serve their next lines.
     resume: Vec<Token>,
     suspend_waiters: Vec<Requester>,
+    /// The deadline [`Timer::Model`] is armed at.
+    model_at: Option<Instant>,
     scenario: Vec<ScenarioStep>,
     scenario_next: usize,
     /// Scenario times count from here: the moment the simulator is up (set in `init`).
@@ -232,6 +234,7 @@ impl Simulator {
             conns: HashMap::new(),
             resume: Vec::new(),
             suspend_waiters: Vec::new(),
+            model_at: None,
             scenario: cfg.scenario,
             scenario_next: 0,
             start: now,
@@ -318,6 +321,7 @@ impl Subscriber<()> for Simulator {
                 }
             }
             Timer::Model => {
+                self.model_at = None;
                 let fx = self.ioc.advance(Instant::now());
                 self.apply(fx, ops);
             }

@@ -54,9 +54,10 @@ impl Simulator {
         self.rearm_model_timer(ops);
     }
 
+    /// Keeps [`Timer::Model`] on the model's next deadline.
     pub(super) fn rearm_model_timer(&mut self, ops: &mut SimOps<'_>) {
         let want = self.ioc.next_deadline();
-        if want == ops.deadline(&Timer::Model) {
+        if want == self.model_at {
             return;
         }
         match want {
@@ -65,6 +66,7 @@ impl Simulator {
                 ops.cancel(&Timer::Model);
             }
         }
+        self.model_at = want;
     }
 
     pub(super) fn status(&self, now: Instant) -> String {
