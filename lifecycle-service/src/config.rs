@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use mngr_ipc::Profile;
 use mngr_ipc::auth::Policy;
+use mngr_ipc::daemon::{CommonArgs, OptionError};
 use mngr_ipc::host::DEFAULT_INTENT_CMD;
-use mngr_ipc::line::LineMode;
+use mngr_ipc::line::{LineMode, LineSpec};
 use mngr_ipc::naming::DEFAULT_SOCKET_DIR;
 use thiserror::Error;
 
@@ -21,7 +22,7 @@ pub const DEFAULT_BAUD: u32 = 4_000_000;
 /// Command line of sos-lcs.
 #[derive(Debug, Parser)]
 #[command(
-    name = "sos-lcs",
+    name = mngr_ipc::vocabulary::SOS_LCS,
     version,
     about = "SOS Life Cycle Service: heartbeats to the IOC, wakeup reasons and power transitions with acrnd"
 )]
@@ -77,21 +78,10 @@ pub struct Args {
     /// answers ACRND_STOP with SHUTDOWN or SUSPEND itself.
     #[arg(long)]
     pub no_acrnd: bool,
-    /// Uid allowed to send SHUTDOWN / SUSPEND / REBOOT / RTC_TIMER (repeatable; default 0).
-    #[arg(long, value_name = "UID")]
-    pub allow_uid: Vec<u32>,
-    /// Group (name or gid) allowed to send them too (repeatable).
-    #[arg(long, value_name = "GROUP")]
-    pub allow_group: Vec<String>,
-    /// ABI profile of struct mngr_msg: F (ACRN v3.x), E (v2.x), D (v1.1–1.6).
-    #[arg(long, value_name = "PROFILE", default_value = "F")]
-    pub abi: String,
-    /// Append lifecycle events as JSON lines to this file.
-    #[arg(long, value_name = "PATH")]
-    pub event_log: Option<PathBuf>,
-    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    /// The options every daemon of the suite takes (`--allow-uid`, `--allow-group`: who may
+    /// send SHUTDOWN / SUSPEND / REBOOT / RTC_TIMER; `--abi`, `--event-log`, `-v`).
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// An unusable configuration.
@@ -103,23 +93,9 @@ pub enum ConfigError {
     /// A period or timeout of zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
-    /// Unknown ABI profile.
-    #[error("Bad ABI profile")]
-    Profile(#[from] mngr_ipc::profile::ProfileError),
-    /// A group that does not exist.
-    #[error("Unknown group {0:?}")]
-    Group(String),
-}
-
-/// The IOC line to open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineConfig {
-    /// Device path.
-    pub path: PathBuf,
-    /// Framing.
-    pub mode: LineMode,
-    /// Baud rate (uart mode).
-    pub baud: u32,
+    /// A bad `--abi` or `--allow-group`.
+    #[error(transparent)]
+    Options(#[from] OptionError),
 }
 
 /// The power commands, as argument vectors.
@@ -137,7 +113,7 @@ pub struct PowerCommands {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The IOC line.
-    pub line: LineConfig,
+    pub line: LineSpec,
     /// mngr socket directory.
     pub socket_dir: PathBuf,
     /// Heartbeat period.
@@ -189,27 +165,17 @@ impl Args {
     /// Validates the command line; `watchdog` is what systemd asked for.
     pub fn into_config(self, watchdog: Option<Duration>) -> Result<Config, ConfigError> {
         let line = match self.uart {
-            Some(path) => LineConfig {
+            Some(path) => LineSpec {
                 path,
                 mode: LineMode::Uart,
                 baud: self.baud,
             },
-            None => LineConfig {
+            None => LineSpec {
                 path: self.line,
                 mode: LineMode::Cdev,
                 baud: self.baud,
             },
         };
-        let uids = if self.allow_uid.is_empty() {
-            vec![0]
-        } else {
-            self.allow_uid
-        };
-        let gids = self
-            .allow_group
-            .iter()
-            .map(|g| mngr_ipc::auth::resolve_group(g).ok_or_else(|| ConfigError::Group(g.clone())))
-            .collect::<Result<Vec<_>, _>>()?;
         if self.retries == 0 {
             return Err(ConfigError::Zero("--retries"));
         }
@@ -230,9 +196,9 @@ impl Args {
             },
             intent_cmd: argv(&self.intent_cmd, "--intent-cmd")?,
             no_acrnd: self.no_acrnd,
-            policy: Policy::new(uids, gids),
-            profile: Profile::by_name(&self.abi)?,
-            event_log: self.event_log,
+            policy: self.common.policy()?,
+            profile: self.common.profile()?,
+            event_log: self.common.event_log,
             watchdog,
         })
     }
@@ -299,11 +265,11 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["--abi", "Q"]),
-            Err(ConfigError::Profile(_))
+            Err(ConfigError::Options(OptionError::Profile(_)))
         ));
         assert!(matches!(
             parse(&["--allow-group", "no-such-group-here"]),
-            Err(ConfigError::Group(_))
+            Err(ConfigError::Options(OptionError::Group(_)))
         ));
         assert!(Args::try_parse_from(["sos-lcs", "--line", "/x", "--uart", "/y"]).is_err());
     }

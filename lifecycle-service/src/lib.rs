@@ -1,4 +1,4 @@
-//! The SOS Life Cycle Service (`sos-lcs`) and the IOC simulator (`ioc-sim`).
+//! The SOS Life Cycle Service (`sos-lcs`).
 //!
 //! sos-lcs sits between the IOC (over the CBC lifecycle channel, [`mngr_ipc::line`]) and
 //! acrnd (over mngr IPC): it heartbeats the IOC every period, learns why the system woke,
@@ -9,8 +9,8 @@
 
 pub mod config;
 pub mod daemon;
-pub mod ioc_sim;
 pub mod power;
 pub mod state;
 
-pub use daemon::{RunError, run};
+pub use daemon::run;
+pub use mngr_ipc::daemon::RunError;

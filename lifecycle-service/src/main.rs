@@ -4,32 +4,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lifecycle_service::config::Args;
-use mngr_ipc::error_chain;
+use mngr_ipc::daemon::{exit_code, init_logging, usage_error};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let level = match args.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .init();
+    init_logging(args.common.verbose);
     // Every client connection is a descriptor: lift the soft limit (never fatal).
     mngr_ipc::limits::raise_nofile(mngr_ipc::limits::NOFILE_WANTED);
-    let config = match args.into_config(sd_notify::watchdog_enabled()) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("{}", error_chain(&e));
-            return ExitCode::from(2);
-        }
-    };
-    match lifecycle_service::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("{}", error_chain(&e));
-            ExitCode::FAILURE
-        }
+    match args.into_config(sd_notify::watchdog_enabled()) {
+        Ok(config) => exit_code(lifecycle_service::run(config)),
+        Err(e) => usage_error(&e),
     }
 }

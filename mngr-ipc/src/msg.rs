@@ -415,7 +415,7 @@ bodies! {
     DmNotify {
         /// The VM name, in the name field.
         name: String,
-        /// The DM suspend mode ([`suspend_mode`]), in the `t` slot.
+        /// The DM suspend mode (one of [the suspend modes](crate::msg::suspend_mode)), in the `t` slot.
         mode: i32,
     },
     /// `ACRND_STOP`: stop or suspend all VMs within `timeout` seconds.

@@ -5,7 +5,9 @@
 //! test asserts what the IOC sees on the line (literal bytes), what the acks say, and what
 //! the daemon costs (memory, descriptors).
 
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -20,11 +22,30 @@ use mngr_ipc::msg::{AckPayload, Body, Request, StopTarget, epoch_now, err};
 use mngr_ipc::server::ServerConfig;
 use mngr_ipc::{Profile, Wire};
 
-use crate::ioc_sim::{BIN as IOC_SIM, request, status_field};
 use crate::lcs::{
     FakeIoc, HB_ACTIVE, HB_DELAY, HB_INIT, HB_S3, HB_S5, Lcs, RTC_1166_MIN, T, TestAcrnd,
     WR_BUTTON, WR_FORCE_S5, WR_SHUTDOWN, WR_ZERO, alive, arm_rtc,
 };
+
+/// One request to ioc-sim's control socket; its reply line.
+fn request(control: &Path, line: &str) -> String {
+    let mut s = UnixStream::connect(control).expect("connect to the control socket");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    s.write_all(format!("{line}\n").as_bytes()).expect("write");
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).expect("reply");
+    assert!(reply.ends_with('\n'), "a whole reply line: {reply:?}");
+    reply.trim_end().to_owned()
+}
+
+/// `key=value` of an ioc-sim `status` reply.
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {status:?}"))
+        .to_owned()
+}
 
 /// A request answered at once must stay well under this, whatever the abuse.
 const LATENCY_BOUND: Duration = Duration::from_millis(500);
@@ -408,7 +429,9 @@ fn ioc_sim_with_garbage_duplicates_and_a_lost_line_still_powers_off() {
     let (dir, sock, line) = Lcs::dir("lcs-iocsim");
     let acrnd = TestAcrnd::start(&sock);
     let control = dir.join("ioc.sock");
-    let mut sim = Command::new(IOC_SIM);
+    // ioc-sim is a sibling package's binary: `cargo build -p ioc-sim` (or `cargo build
+    // --workspace --bins`) first; the panic names the paths looked at.
+    let mut sim = Command::new(acrn_tests::bin_path("ioc-sim"));
     sim.arg("run")
         .arg("--line")
         .arg(&line)

@@ -9,9 +9,9 @@ use mngr_ipc::naming::DEFAULT_SOCKET_DIR;
 use mngr_ipc::profile::{Profile, ProfileError};
 use thiserror::Error;
 
-use super::command::{ScenarioError, ScenarioStep, read_scenario};
-use super::fault::{FaultConfig, seed_from_clock};
-use super::model::Initial;
+use crate::command::{ScenarioError, ScenarioStep, read_scenario};
+use crate::fault::{FaultConfig, seed_from_clock};
+use crate::model::Initial;
 
 /// The control-line and scenario formats, the IOC model and the exit statuses, shown by
 /// `ioc-sim run --help` and `ioc-sim ctl --help`.
@@ -126,7 +126,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
     /// mngr server name of the lifecycle service, for `reboot-request`.
-    #[arg(long, value_name = "NAME", default_value = "sos-lcs")]
+    #[arg(long, value_name = "NAME", default_value = mngr_ipc::vocabulary::SOS_LCS)]
     pub lcs_name: String,
     /// mngr ABI profile (F, E or D), for `reboot-request`.
     #[arg(long, value_name = "P", default_value = "F", value_parser = Profile::by_name)]
@@ -194,7 +194,7 @@ impl CtlArgs {
     pub fn timeout(&self) -> Duration {
         match self.timeout_secs {
             Some(s) => Duration::from_secs(s),
-            None => super::ctl::default_timeout(&self.request()),
+            None => crate::ctl::default_timeout(&self.request()),
         }
     }
 }

@@ -1,11 +1,17 @@
 //! `ioc-sim`: an IOC on a pty for hardware-free runs (`run`), and its control client
-//! (`ctl`). Everything else lives in `lifecycle_service::ioc_sim`.
+//! (`ctl`). Everything else lives in the `ioc_sim` library.
+//!
+//! Errors go to stderr as one line each, whatever the log level (a scenario's line number
+//! must reach whoever started the simulator).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use lifecycle_service::ioc_sim::{Cli, CliCommand, Config, ctl, error_chain, run};
+use ioc_sim::{Cli, CliCommand, Config, EXIT_FAILURE, EXIT_USAGE, ctl, run};
+use mngr_ipc::error_chain;
 
+/// The simulator's own levels: quiet (warnings) by default, -v info, -vv debug, -vvv trace;
+/// timestamps in milliseconds (its runs are read next to other programs' event logs).
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -27,7 +33,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("ioc-sim: {}", error_chain(&e));
-                    return e.into();
+                    return ExitCode::from(EXIT_USAGE);
                 }
             };
             eprintln!("ioc-sim: fault seed {}", config.faults.seed);
@@ -35,7 +41,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ioc-sim: {}", error_chain(&e));
-                    e.into()
+                    ExitCode::from(EXIT_FAILURE)
                 }
             }
         }

@@ -76,16 +76,10 @@
 //! `ioc.state` (`from`, `to`, `reason`), `ioc.power_cut`, `ioc.rtc`, `fault` (`point`:
 //! drop, dup, corrupt, garbage), `ioc.command`, `ioc.reply`, `ioc.line`, `ioc.stop`.
 
-use std::error::Error;
-use std::io;
-use std::path::PathBuf;
-
-use mngr_ipc::cbc::Frame;
-use mngr_ipc::event_log::EventLog;
+use mngr_ipc::daemon::{RunError, open_event_log};
 use mngr_ipc::line::LineMode;
 use mngr_ipc::runtime::{EventLoop, SignalSubscriber};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use thiserror::Error;
 
 pub mod command;
 pub mod config;
@@ -97,103 +91,30 @@ pub mod pty;
 
 pub use config::{Cli, CliCommand, Config, ConfigError, CtlArgs, RunArgs};
 
-/// A run that failed.
-#[derive(Debug, Error)]
-pub enum RunError {
-    /// The event log cannot be opened.
-    #[error("Cannot open the event log")]
-    EventLog(#[source] io::Error),
-    /// The event loop failed.
-    #[error("Event loop failure")]
-    Loop(#[source] io::Error),
-    /// SIGTERM / SIGINT cannot be caught.
-    #[error("Cannot catch signals")]
-    Signals(#[source] io::Error),
-    /// A pty line cannot be created.
-    #[error("Cannot create the pty line {}", path.display())]
-    Pty {
-        /// The symlink.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: pty::PtyError,
-    },
-    /// The control socket cannot be bound.
-    #[error("Cannot create the control socket {}", path.display())]
-    Control {
-        /// The socket.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The simulator cannot register its sources.
-    #[error("Cannot start the simulator")]
-    Start(#[source] io::Error),
-}
-
+/// The actor name of ioc-sim's event log.
+pub const ACTOR: &str = "ioc-sim";
 /// Exit status of `ioc-sim run` after a runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status of `ioc-sim run` for a bad command line or scenario.
 pub const EXIT_USAGE: u8 = 2;
 
-impl From<RunError> for std::process::ExitCode {
-    fn from(_: RunError) -> Self {
-        std::process::ExitCode::from(EXIT_FAILURE)
-    }
-}
-
-impl From<ConfigError> for std::process::ExitCode {
-    fn from(_: ConfigError) -> Self {
-        std::process::ExitCode::from(EXIT_USAGE)
-    }
-}
-
 /// Runs the simulator until `quit`, SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), RunError> {
-    let log = EventLog::open_optional(config.event_log.as_deref(), "ioc-sim")
-        .map_err(RunError::EventLog)?;
+    let log = open_event_log(config.event_log.as_deref(), ACTOR)?;
     let mut el: EventLoop<()> = EventLoop::new().map_err(RunError::Loop)?;
     // Signals first, so a SIGTERM during start-up still removes what was created.
     let signals = SignalSubscriber::new(&[SIGTERM, SIGINT], |sig, ops, _: &mut ()| {
         log::info!("Signal {sig}: exiting");
         ops.shutdown();
     })
-    .map_err(RunError::Signals)?;
-    el.add(Box::new(signals)).map_err(RunError::Signals)?;
+    .map_err(|source| RunError::Setup {
+        what: "the signal handlers".to_owned(),
+        source,
+    })?;
+    el.add(Box::new(signals)).map_err(RunError::Loop)?;
     let sim = event_handler::Simulator::new(config, log)?;
-    el.add(Box::new(sim)).map_err(RunError::Start)?;
+    el.add(Box::new(sim)).map_err(RunError::Loop)?;
     el.run(&mut ()).map_err(RunError::Loop)
-}
-
-/// An error and its sources, `: `-separated, for one-line reports.
-pub fn error_chain(e: &dyn Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
-}
-
-/// Lower-case hex without separators (`01200000`).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The event-log name of a frame: `reason`, `heartbeat.<name>`, `suppress`, `rtc`,
-/// `boot-selector`, `logic-mode`.
-pub fn frame_name(frame: &Frame) -> String {
-    match frame {
-        Frame::WakeupReason(_) => "reason".to_owned(),
-        Frame::Heartbeat(h) => format!("heartbeat.{}", h.name()),
-        Frame::BootSelector(_) => "boot-selector".to_owned(),
-        Frame::SuppressHeartbeat { .. } => "suppress".to_owned(),
-        Frame::Rtc(_) => "rtc".to_owned(),
-        Frame::LogicMode(_) => "logic-mode".to_owned(),
-    }
 }
 
 /// `cdev` or `uart`.
@@ -207,20 +128,25 @@ pub fn mode_name(mode: LineMode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mngr_ipc::cbc::Heartbeat;
+    use mngr_ipc::cbc::{Frame, Heartbeat};
+    use mngr_ipc::error_chain;
+    use mngr_ipc::event_log::hex;
 
     #[test]
-    fn helpers() {
+    fn what_the_event_log_and_stderr_say() {
+        assert_eq!(mode_name(LineMode::Cdev), "cdev");
+        assert_eq!(mode_name(LineMode::Uart), "uart");
+        // The frame names and hex of `frame.tx` / `frame.rx` (the suite's one spelling).
         assert_eq!(hex(&[0x01, 0x20, 0x00, 0xc0]), "012000c0");
         assert_eq!(
-            frame_name(&Frame::Heartbeat(Heartbeat::ACTIVE)),
+            Frame::Heartbeat(Heartbeat::ACTIVE).name(),
             "heartbeat.active"
         );
-        assert_eq!(frame_name(&Frame::WakeupReason(0)), "reason");
-        let e = RunError::Control {
-            path: "/x".into(),
-            source: io::Error::other("boom"),
+        assert_eq!(Frame::WakeupReason(0).name(), "reason");
+        let e = RunError::Setup {
+            what: "the control socket /x".into(),
+            source: std::io::Error::other("boom"),
         };
-        assert_eq!(error_chain(&e), "Cannot create the control socket /x: boom");
+        assert_eq!(error_chain(&e), "Cannot set up the control socket /x: boom");
     }
 }
