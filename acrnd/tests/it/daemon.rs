@@ -553,6 +553,12 @@ fn a_restart_leaves_vms_running_and_reattaches() {
     s.start_acrnd(&[], &[]);
     s.wait_state("vm1", vm_state::STARTED);
     assert_eq!(s.list()[0].pid, pid, "same device model, not a second one");
+    // The second acrnd has its boot reason (both have logged one): a DM exit from now on
+    // cannot race the boot's starts.
+    wait_for(T, "the second boot's reason", || {
+        s.events().iter().filter(|e| e.kind == "reason").count() == 2
+    })
+    .expect("the restarted acrnd learns the reason");
     // And it still watches it: the DM's exit is seen at once.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
