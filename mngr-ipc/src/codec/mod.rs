@@ -61,10 +61,13 @@ use std::ops::Range;
 use thiserror::Error;
 
 use crate::msg::{
-    Ack, AckKind, AckPayload, Body, MNGR_MSG_MAGIC, MsgId, Request, Residue, Status, StopTarget,
-    TimerEntry, TimerPage, UNION_LEN, VmEntry, VmPage,
+    Ack, AckKind, AckPayload, Body, MNGR_MSG_MAGIC, MsgId, Request, Status, StopTarget, TimerEntry,
+    TimerPage, UNION_LEN, VmEntry, VmPage,
 };
 use crate::profile::{PAGE_HEADER_LEN, Profile, TIMER_ENTRY_TAIL, VM_ENTRY_TAIL};
+
+mod union;
+use union::{UnionReader, UnionWriter};
 
 /// `sizeof(struct mngr_msg)` in every profile since ACRN v1.1.
 pub const MSG_LEN: usize = 280;
@@ -240,143 +243,6 @@ pub fn error_ack(header: &Header, err: i32) -> Wire {
     w[TIMESTAMP].copy_from_slice(&header.timestamp.to_le_bytes());
     w[UNION + U_ERR..UNION + U_ERR + 4].copy_from_slice(&err.to_le_bytes());
     w
-}
-
-/// Reads typed fields out of the union, zeroing each byte it interprets in a copy, so
-/// that what is left over is the message's [`Residue`].
-struct UnionReader {
-    bytes: [u8; UNION_LEN],
-    left: [u8; UNION_LEN],
-}
-
-impl UnionReader {
-    fn new(w: &Wire) -> Self {
-        let mut bytes = [0u8; UNION_LEN];
-        bytes.copy_from_slice(&w[UNION..]);
-        UnionReader { bytes, left: bytes }
-    }
-
-    fn take<const N: usize>(&mut self, off: usize) -> [u8; N] {
-        self.left[off..off + N].fill(0);
-        self.bytes[off..off + N]
-            .try_into()
-            .expect("N-byte range inside the union")
-    }
-
-    fn u32(&mut self, off: usize) -> u32 {
-        u32::from_le_bytes(self.take(off))
-    }
-
-    fn i32(&mut self, off: usize) -> i32 {
-        i32::from_le_bytes(self.take(off))
-    }
-
-    fn i64(&mut self, off: usize) -> i64 {
-        i64::from_le_bytes(self.take(off))
-    }
-
-    /// The bytes up to the first NUL within `len`, and whether a NUL was found.
-    fn raw_cstr(&mut self, off: usize, len: usize) -> (Vec<u8>, bool) {
-        let field = &self.bytes[off..off + len];
-        match field.iter().position(|&b| b == 0) {
-            Some(n) => {
-                self.left[off..=off + n].fill(0);
-                (field[..n].to_vec(), true)
-            }
-            None => {
-                self.left[off..off + len].fill(0);
-                (field.to_vec(), false)
-            }
-        }
-    }
-
-    /// A NUL-terminated UTF-8 string the receiver acts on.
-    fn cstr(&mut self, off: usize, len: usize, field: &'static str) -> Result<String, CodecError> {
-        let (raw, terminated) = self.raw_cstr(off, len);
-        if !terminated {
-            return Err(CodecError::Unterminated(field));
-        }
-        String::from_utf8(raw).map_err(|_| CodecError::NotUtf8(field))
-    }
-
-    fn residue(self) -> Residue {
-        Residue(self.left)
-    }
-}
-
-/// Writes typed fields over a message's residue.
-struct UnionWriter {
-    bytes: [u8; UNION_LEN],
-}
-
-impl UnionWriter {
-    fn new(residue: &Residue) -> Self {
-        UnionWriter { bytes: residue.0 }
-    }
-
-    fn put(&mut self, off: usize, b: &[u8]) {
-        self.bytes[off..off + b.len()].copy_from_slice(b);
-    }
-
-    fn u32(&mut self, off: usize, v: u32) {
-        self.put(off, &v.to_le_bytes());
-    }
-
-    fn i32(&mut self, off: usize, v: i32) {
-        self.put(off, &v.to_le_bytes());
-    }
-
-    fn i64(&mut self, off: usize, v: i64) {
-        self.put(off, &v.to_le_bytes());
-    }
-
-    /// Writes `s` and its NUL; `s` must leave room for the NUL.
-    fn cstr(
-        &mut self,
-        off: usize,
-        len: usize,
-        s: &[u8],
-        field: &'static str,
-    ) -> Result<(), CodecError> {
-        if s.contains(&0) {
-            return Err(CodecError::InteriorNul(field));
-        }
-        if s.len() >= len {
-            return Err(CodecError::TooLong {
-                field,
-                len: s.len(),
-                max: len - 1,
-            });
-        }
-        self.put(off, s);
-        self.bytes[off + s.len()] = 0;
-        Ok(())
-    }
-
-    /// Writes raw name bytes: NUL-terminated if shorter than the field, else filling it.
-    fn raw_name(
-        &mut self,
-        off: usize,
-        len: usize,
-        s: &[u8],
-        field: &'static str,
-    ) -> Result<(), CodecError> {
-        if s.len() > len {
-            return Err(CodecError::TooLong {
-                field,
-                len: s.len(),
-                max: len,
-            });
-        }
-        if s.contains(&0) {
-            return Err(CodecError::InteriorNul(field));
-        }
-        self.put(off, s);
-        if s.len() < len {
-            self.bytes[off + s.len()] = 0;
-        }
-        Ok(())
-    }
 }
 
 fn header_bytes(magic: u64, wire_id: u32, timestamp: u64, union: &[u8; UNION_LEN]) -> Wire {
