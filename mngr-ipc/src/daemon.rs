@@ -144,18 +144,25 @@ fn priority(level: log::Level) -> u8 {
     }
 }
 
-/// Sets up `log` for a binary: the level from `-v` (info, debug, trace) unless `RUST_LOG`
-/// says otherwise; to stderr; under journald without timestamps and with priority prefixes
-/// (`<4>` for a warning), elsewhere without timestamps (the daemons' supervisors stamp
-/// lines).
+/// Sets up `log` for a daemon: the level from `-v` (info, debug, trace) unless `RUST_LOG`
+/// says otherwise; to stderr; under journald with priority prefixes (`<4>` for a warning);
+/// no timestamps (the journal and the daemons' supervisors stamp lines).
 pub fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
+    init_logging_with(verbose, &["info", "debug", "trace"], false);
+}
+
+/// Sets up `log` with `levels[v]` for `-v` given `v` times (the last one beyond), and
+/// millisecond timestamps if `timestamps` (tools whose output is read beside event logs);
+/// otherwise as [`init_logging`].
+pub fn init_logging_with(verbose: u8, levels: &[&str], timestamps: bool) {
+    let i = usize::from(verbose).min(levels.len().saturating_sub(1));
+    let level = levels.get(i).copied().unwrap_or("info");
     let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
-    b.format_timestamp(None);
+    if timestamps {
+        b.format_timestamp_millis();
+    } else {
+        b.format_timestamp(None);
+    }
     if stderr_is_journal() {
         b.format(|f, record| {
             writeln!(

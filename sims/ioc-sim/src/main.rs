@@ -8,25 +8,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ioc_sim::{Cli, CliCommand, Config, EXIT_FAILURE, EXIT_USAGE, ctl, run};
+use mngr_ipc::daemon::init_logging_with;
 use mngr_ipc::error_chain;
-
-/// The simulator's own levels: quiet (warnings) by default, -v info, -vv debug, -vvv trace;
-/// timestamps in milliseconds (its runs are read next to other programs' event logs).
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
-        .init();
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // Quiet (warnings) by default, -v info, -vv debug, -vvv trace; timestamps in ms (its
+    // runs are read next to other programs' event logs).
+    init_logging_with(cli.verbose, &["warn", "info", "debug", "trace"], true);
     match cli.command {
         CliCommand::Run(args) => {
             let config = match Config::from_args(*args) {
