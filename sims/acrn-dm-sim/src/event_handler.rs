@@ -44,7 +44,7 @@ pub(crate) enum SimTimer {
     Delay,
     /// Re-send the virtual IOC's pending request.
     Resend,
-    /// Re-open the native channel.
+    /// Reopen the native channel (the line endpoint's reopen timer).
     Reopen,
     /// Give up waiting for acrnd and exit.
     Exit,
@@ -309,8 +309,8 @@ impl Subscriber<Dm> for Core {
         if dm.crashed {
             return;
         }
-        if self.native.owns(event.token()) {
-            let frames = self.native.read(ops, &dm.log);
+        if self.native.owns(event) {
+            let frames = self.native.on_event(event, ops, &dm.log);
             self.native_frames(frames, ops, dm);
         }
     }

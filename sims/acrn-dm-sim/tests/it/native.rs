@@ -83,3 +83,44 @@ fn ignition_off_from_the_native_channel_suspends_and_the_channel_follows_s3() {
     })
     .expect("reopened");
 }
+
+#[test]
+fn a_channel_missing_at_start_or_lost_is_reopened_once_it_is_there() {
+    let mut b = Bench::new("dm-native-reopen");
+    let link = b.path("cbc-lifecycle");
+    let link_arg = link.display().to_string();
+    let opened = |b: &Bench| {
+        b.events("dm")
+            .iter()
+            .filter(|e| e.kind == "native.line" && e.fields["state"] == "open")
+            .count()
+    };
+    // Nothing at the path yet: the DM runs all the same and keeps trying.
+    b.spawn_running("dm", "vm1", &["--native", &link_arg]);
+    assert_eq!(opened(&b), 0);
+    let mut ioc = NativeLine::new(&link);
+    b.wait_event("dm", "native line open", |e| {
+        e.kind == "native.line" && e.fields["state"] == "open"
+    });
+    ioc.send([0x01, 0x20, 0x02, 0x00]);
+    b.wait_event("dm", "native frame", |e| {
+        is_frame(e, "frame.native_rx", "01200200")
+    });
+    // The far end goes away (the path first, so that no other pty is found there): the
+    // channel is lost, and opened again once a new one is at the path.
+    std::fs::remove_file(&link).expect("unlink");
+    drop(ioc);
+    b.wait_event("dm", "native line closed", |e| {
+        e.kind == "native.line" && e.fields["state"] == "closed"
+    });
+    let mut ioc = NativeLine::new(&link);
+    acrn_tests::wait_for(crate::harness::T, "native line reopened", || {
+        opened(&b) == 2
+    })
+    .expect("reopened");
+    ioc.send([0x01, 0x20, 0x02, 0x00]);
+    acrn_tests::wait_for(crate::harness::T, "a frame on the reopened line", || {
+        frames(&b.events("dm"), "frame.native_rx").len() == 2
+    })
+    .expect("read");
+}
