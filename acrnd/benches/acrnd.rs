@@ -182,17 +182,23 @@ fn field<'a>(e: &'a LoggedEvent, key: &str) -> Option<&'a str> {
     e.fields.get(key).and_then(serde_json::Value::as_str)
 }
 
-/// The VM name in the `body` of an `ipc.request` DM_NOTIFY {mode 0} event.
+/// The VM name in the `body` of an `ipc.request` DM_NOTIFY with mode 0.
 fn notified_running(e: &LoggedEvent) -> Option<String> {
     if e.kind != "ipc.request" || field(e, "msg") != Some("DM_NOTIFY") {
         return None;
     }
-    let body = field(e, "body")?;
-    if !body.contains("mode: 0 ") && !body.ends_with("mode: 0") {
-        return None;
+    // `DM_NOTIFY name: vm1, mode: 0` (`Body::describe`).
+    let fields = field(e, "body")?.strip_prefix("DM_NOTIFY ")?;
+    let mut name = None;
+    let mut running = false;
+    for f in fields.split(", ") {
+        match f.split_once(": ") {
+            Some(("name", n)) => name = Some(n.to_owned()),
+            Some(("mode", m)) => running = m == "0",
+            _ => {}
+        }
     }
-    let rest = body.split_once("name: \"")?.1;
-    Some(rest.split_once('"')?.0.to_owned())
+    name.filter(|_| running)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -495,7 +501,7 @@ impl Suite {
         let sent: Vec<u64> = events
             .iter()
             .filter(|e| {
-                e.kind == "dm.send" && field(e, "msg").is_some_and(|m| m.starts_with("Stop"))
+                e.kind == "dm.send" && field(e, "msg").is_some_and(|m| m.starts_with("DM_STOP"))
             })
             .map(|e| e.t_ns)
             .collect();
@@ -561,7 +567,7 @@ impl Suite {
                 if e.kind == "vm.state" && field(&e, "to") == Some("started") {
                     reported.insert(vm.unwrap_or_default(), e.t_ns);
                 } else if e.kind == "dm.result"
-                    && field(&e, "msg").is_some_and(|m| m.starts_with("Resume"))
+                    && field(&e, "msg").is_some_and(|m| m.starts_with("DM_RESUME"))
                     && e.fields.get("err").and_then(serde_json::Value::as_i64) == Some(0)
                 {
                     acked.insert(vm.unwrap_or_default(), e.t_ns);
