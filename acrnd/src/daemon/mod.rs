@@ -3,12 +3,12 @@
 //! * [`Acrnd`] (the loop's state) holds the pure [`Orchestrator`] and what the effects need
 //!   beside it: the launch specs, the deferred acks by [`ReplyId`], the commands and events
 //!   waiting for the core.
-//! * [`requests`]: the `acrnd` server's handlers, registered with their access class; each
+//! * `requests`: the `acrnd` server's handlers, registered with their access class; each
 //!   turns its typed body into an orchestrator request or answers a query from the state.
-//! * [`effects`]: the `Core` subscriber carries out the orchestrator's commands: requests to
+//! * `effects`: the `Core` subscriber carries out the orchestrator's commands: requests to
 //!   the device models and the lifecycle service on the loop's workers, launches, pidfd
 //!   watches of every device model, kills, timers, sd_notify, event-log lines.
-//! * [`persist`]: the timer store: loading (and importing upstream's list once) at start,
+//! * `persist`: the timer store: loading (and importing upstream's list once) at start,
 //!   and writes on a worker, one at a time, coalesced; ACRND_TIMER is acked only once its
 //!   timer is on disk.
 

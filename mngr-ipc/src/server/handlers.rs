@@ -12,7 +12,7 @@ use crate::msg::{MsgId, Request, TypedBody, err};
 pub enum Access {
     /// Anyone who can open the socket (queries).
     Open,
-    /// Only peers the server's [`Policy`] allows (anything that changes state); others get
+    /// Only peers the server's [`Policy`](crate::auth::Policy) allows (anything that changes state); others get
     /// `-EACCES`, a log line and an `ipc.refused` event, and the handler is not called.
     Privileged,
 }

@@ -1,4 +1,4 @@
-//! The mngr IPC server: a [`Subscriber`] that a daemon adds to its own [`EventLoop`], or
+//! The mngr IPC server: a [`Subscriber`] that a daemon adds to its own [`EventLoop`](crate::runtime::EventLoop), or
 //! runs on a thread of its own with [`spawn_server`].
 //!
 //! Behaviour (and where it deliberately differs from the C `libacrn-mngr`):
