@@ -619,7 +619,15 @@ impl Ack {
     /// The `err` of the ack: the err payload, or the `err` header of a page or status.
     /// `None` for reason and state acks, which carry no error field.
     pub fn err(&self) -> Option<i32> {
-        match &self.payload {
+        self.payload.err()
+    }
+}
+
+impl AckPayload {
+    /// The `err` the payload carries: the err payload, or the `err` header of a page or
+    /// status. `None` for reason and state payloads, which carry no error field.
+    pub fn err(&self) -> Option<i32> {
+        match self {
             AckPayload::Err(e) => Some(*e),
             AckPayload::VmPage(p) => Some(p.err),
             AckPayload::TimerPage(p) => Some(p.err),

@@ -50,10 +50,7 @@ pub fn rtc_secs(secs: u16) -> [u8; 4] {
 }
 
 /// Lower-case hex without separators (`02010000`), as the event logs write frames.
-#[must_use]
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use mngr_ipc::event_log::hex;
 
 /// Hex with a space between bytes (`02 01 00 00`), for people.
 #[must_use]

@@ -63,7 +63,6 @@ pub(super) enum Done {
         ok: bool,
     },
     Persisted {
-        batch: Batch,
         error: Option<String>,
     },
     Intent(HostIntent),
@@ -87,6 +86,8 @@ pub(super) struct Core {
     watchdog: Option<Duration>,
     store: Arc<TimerStore>,
     writer: Writer,
+    /// The acks and insertions of the write in flight, and the timers it writes.
+    writing: Option<(Batch, Timers)>,
     log: EventLog,
     watches: HashMap<Token, Watched>,
     /// Children launched, until their watch is registered.
@@ -106,16 +107,36 @@ impl Core {
             watchdog: cfg.watchdog,
             store: Arc::new(store),
             writer: Writer::default(),
+            writing: None,
             log,
             watches: HashMap::new(),
             launched: HashMap::new(),
         }
     }
 
-    /// Gives `event` to the orchestrator and carries out what it decides.
+    /// Gives `event` to the orchestrator and carries out what it decides, after what it
+    /// decided before (the requests' commands and the signals waiting in the state).
     fn feed(&mut self, event: Event, ops: &mut CoreOps<'_>, s: &mut Acrnd) {
+        self.catch_up(ops, s);
         let commands = s.orch.handle(event, now());
         self.run(commands, ops, s);
+    }
+
+    /// Carries out the commands the request handlers queued, then feeds the events the
+    /// signal handler posted, in the order they were decided.
+    fn catch_up(&mut self, ops: &mut CoreOps<'_>, s: &mut Acrnd) {
+        loop {
+            let commands = std::mem::take(&mut s.outbox);
+            let events = std::mem::take(&mut s.inbox);
+            if commands.is_empty() && events.is_empty() {
+                return;
+            }
+            self.run(commands, ops, s);
+            for event in events {
+                let commands = s.orch.handle(event, now());
+                self.run(commands, ops, s);
+            }
+        }
     }
 
     /// Carries out `commands`, and those that the events they cause bring.
@@ -131,27 +152,27 @@ impl Core {
     /// Carries out one command; returns the event it causes at once, if any.
     fn exec(&mut self, c: Command, ops: &mut CoreOps<'_>, s: &mut Acrnd) -> Option<Event> {
         match c {
-            Command::Dm { vm, kind, reply } => self.send_dm(vm, kind, reply, ops),
+            Command::Dm { vm, kind, reply } => return self.send_dm(vm, kind, reply, ops),
             Command::Launch { vm, reason, reply } => {
                 return Some(self.launch(s, vm, reason, reply));
             }
             Command::Watch { vm, pid } => self.watch(vm, pid, ops),
             Command::Kill { vm, pid } => kill(&vm, pid),
-            Command::AskReason(why) => self.ask_reason(why, ops),
+            Command::AskReason(why) => return self.ask_reason(why, ops),
             Command::Report { requests, what } => {
                 let job = self.lcs_job(requests);
-                self.spawn(ops, move || Done::Lcs {
+                let spawned = ops.spawn(move || Done::Lcs {
                     what,
                     ok: job().is_some(),
                 });
+                if let Err(e) = spawned {
+                    log::error!("Cannot start a worker ({e}): {what} not sent");
+                    return Some(Event::LcsDelivered { what, ok: false });
+                }
             }
-            Command::Persist {
-                timers,
-                reply,
-                undo,
-            } => {
+            Command::Persist { reply, undo } => {
                 if let Some(batch) = self.writer.want(reply, undo) {
-                    self.write(timers, batch, ops);
+                    self.write(batch, ops, s);
                 }
             }
             Command::Arm(t, at) => ops.arm_at(CoreTimer::Orch(t), at),
@@ -160,7 +181,7 @@ impl Core {
             }
             Command::Answer(id, code) => match s.replies.remove(&id) {
                 Some(d) => d.complete(AckPayload::Err(code)),
-                None => log::error!("No deferred ack waits under {id:?}"),
+                None => log::error!("No deferred ack waits under reply {}", id.0),
             },
             Command::AskIntent => return self.ask_intent(ops),
             Command::Stopping { extend } => notify_stopping(extend),
@@ -170,15 +191,15 @@ impl Core {
         None
     }
 
-    /// Runs `job` on a worker. The pool refuses only if it has no thread and cannot start
-    /// one; the job (and any deferred ack it carries, which then answers -1) is dropped.
-    fn spawn(&mut self, ops: &mut CoreOps<'_>, job: impl FnOnce() -> Done + Send + 'static) {
-        if let Err(e) = ops.spawn(job) {
-            log::error!("Cannot start a worker: {e}");
-        }
-    }
-
-    fn send_dm(&mut self, vm: String, kind: DmKind, reply: Option<ReplyId>, ops: &mut CoreOps<'_>) {
+    /// Sends a request to a device model on a worker; if no worker can run it, the request
+    /// fails at once (its deferred ack answers -1).
+    fn send_dm(
+        &mut self,
+        vm: String,
+        kind: DmKind,
+        reply: Option<ReplyId>,
+        ops: &mut CoreOps<'_>,
+    ) -> Option<Event> {
         let body = match kind {
             DmKind::Query => Body::DmQuery,
             DmKind::Stop { force } => Body::DmStop { force },
@@ -187,15 +208,22 @@ impl Core {
         };
         let client = self.client.clone();
         let timeout = self.dm_timeout;
-        self.spawn(ops, move || {
-            let result = client.send(&monitor_name(&vm), &Request::now(body), timeout);
+        let target = vm.clone();
+        let spawned = ops.spawn(move || {
+            let result = client.send(&monitor_name(&target), &Request::now(body), timeout);
             Done::Dm {
-                vm,
+                vm: target,
                 kind,
                 reply,
                 answer: dm_answer(result),
             }
         });
+        spawned.err().map(|e| Event::Dm {
+            vm,
+            kind,
+            reply,
+            answer: DmAnswer::Failed(format!("no worker to send it: {e}")),
+        })
     }
 
     fn launch(&mut self, s: &Acrnd, vm: String, reason: u32, reply: Option<ReplyId>) -> Event {
@@ -308,15 +336,19 @@ impl Core {
         }
     }
 
-    fn ask_reason(&mut self, why: ReasonFor, ops: &mut CoreOps<'_>) {
+    fn ask_reason(&mut self, why: ReasonFor, ops: &mut CoreOps<'_>) -> Option<Event> {
         let job = self.lcs_job(vec![("WAKEUP_REASON", Request::now(Body::WakeupReason))]);
-        self.spawn(ops, move || Done::Reason {
+        let spawned = ops.spawn(move || Done::Reason {
             why,
             reason: job().and_then(|a| match a.payload {
                 AckPayload::Reason(r) => Some(r),
                 _ => None,
             }),
         });
+        spawned.err().map(|e| {
+            log::error!("Cannot start a worker ({e}): going on without the wakeup reason");
+            Event::Reason { why, reason: None }
+        })
     }
 
     fn ask_intent(&mut self, ops: &mut CoreOps<'_>) -> Option<Event> {
@@ -330,32 +362,30 @@ impl Core {
         }
     }
 
-    fn write(&mut self, timers: Timers, batch: Batch, ops: &mut CoreOps<'_>) {
+    /// Writes the timers as they are now on a worker, for `batch`; if no worker can run
+    /// it, the write fails at once.
+    fn write(&mut self, batch: Batch, ops: &mut CoreOps<'_>, s: &mut Acrnd) {
+        let timers = s.orch.timers().clone();
         let store = Arc::clone(&self.store);
         let log = self.log.clone();
-        let job = move || {
+        self.writing = Some((batch, timers.clone()));
+        let spawned = ops.spawn(move || {
             let result = store.save(&timers, move |p: FaultPoint| {
                 log.emit("fault", json!({"point": p.name()}));
             });
             Done::Persisted {
-                batch,
                 error: result.err().map(|e| mngr_ipc::error_chain(&e)),
             }
-        };
-        if let Err(e) = ops.spawn(job) {
-            // The batch went with the job: its acks answer -1 when dropped.
-            log::error!("Cannot write the timer store: {e}");
-            self.writer.done();
+        });
+        if let Err(e) = spawned {
+            self.persisted(Some(format!("no worker to write it: {e}")), ops, s);
         }
     }
 
-    fn persisted(
-        &mut self,
-        batch: Batch,
-        error: Option<String>,
-        ops: &mut CoreOps<'_>,
-        s: &mut Acrnd,
-    ) {
+    /// The write in flight ended: answer its acks, tell the orchestrator (which takes the
+    /// timers back if it failed), start the waiting write.
+    fn persisted(&mut self, error: Option<String>, ops: &mut CoreOps<'_>, s: &mut Acrnd) {
+        let (batch, written) = self.writing.take().unwrap_or_default();
         let code = if error.is_some() {
             mngr_ipc::msg::err::FAILED
         } else {
@@ -369,13 +399,14 @@ impl Core {
         self.feed(
             Event::Persisted {
                 undo: batch.undo,
+                written,
                 error,
             },
             ops,
             s,
         );
         if let Some(next) = self.writer.done() {
-            self.write(s.orch.timers().clone(), next, ops);
+            self.write(next, ops, s);
         }
     }
 }
@@ -426,9 +457,7 @@ fn dm_answer(result: Result<Ack, ClientError>) -> DmAnswer {
                 state: Some(state),
             },
             other => DmAnswer::Ack {
-                err: Ack::new(mngr_ipc::MsgId::DmStop, 0, other)
-                    .err()
-                    .unwrap_or(mngr_ipc::msg::err::OK),
+                err: other.err().unwrap_or(mngr_ipc::msg::err::OK),
                 state: None,
             },
         },
@@ -504,16 +533,12 @@ impl Subscriber<Acrnd> for Core {
             Done::Reason { why, reason } => Event::Reason { why, reason },
             Done::Lcs { what, ok } => Event::LcsDelivered { what, ok },
             Done::Intent(intent) => Event::Intent(intent),
-            Done::Persisted { batch, error } => return self.persisted(batch, error, ops, s),
+            Done::Persisted { error } => return self.persisted(error, ops, s),
         };
         self.feed(event, ops, s);
     }
 
     fn on_notify(&mut self, ops: &mut CoreOps<'_>, s: &mut Acrnd) {
-        let commands = std::mem::take(&mut s.outbox);
-        self.run(commands, ops, s);
-        for event in std::mem::take(&mut s.inbox) {
-            self.feed(event, ops, s);
-        }
+        self.catch_up(ops, s);
     }
 }

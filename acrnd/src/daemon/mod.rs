@@ -32,6 +32,11 @@ use crate::orchestrator::{Command, Event, Now, Orchestrator, ReplyId, Rules, Vm}
 use crate::timers::TimerStore;
 use crate::vms::{self, LaunchSpec};
 
+/// Requests acrnd runs at once on its workers: a stop-all of 64 VMs sends every DM its
+/// request together, and a hung device model (up to `--dm-timeout-ms`) must not hold up the
+/// lifecycle service's requests or a timer-store write. Threads start only when needed.
+const WORKERS: usize = 96;
+
 /// The time now, for the orchestrator.
 fn now() -> Now {
     Now {
@@ -64,13 +69,23 @@ impl std::fmt::Debug for Acrnd {
 }
 
 impl Acrnd {
-    /// Hands commands to the core (it runs them in this turn).
+    /// Hands commands to the core (it runs them in this turn, before anything decided
+    /// later). Event-log lines are written at once, before the request's ack: a peer that
+    /// reads the log after the ack finds them.
     fn queue(&mut self, commands: Vec<Command>) {
-        if commands.is_empty() {
-            return;
+        let mut wake = false;
+        for c in commands {
+            match c {
+                Command::Log(kind, fields) => self.log.emit(kind, fields),
+                other => {
+                    self.outbox.push(other);
+                    wake = true;
+                }
+            }
         }
-        self.outbox.extend(commands);
-        self.wake_core();
+        if wake {
+            self.wake_core();
+        }
     }
 
     /// Hands an event to the core, which gives it to the orchestrator.
@@ -127,7 +142,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         "start",
         json!({"pid": std::process::id(), "timers": timers.len()}),
     );
-    let mut el: EventLoop<Acrnd> = EventLoop::new().map_err(RunError::Loop)?;
+    let mut el: EventLoop<Acrnd> = EventLoop::with_workers(WORKERS).map_err(RunError::Loop)?;
     let core_id = el
         .add(Box::new(effects::Core::new(&cfg, store, log.clone())))
         .map_err(RunError::Loop)?;

@@ -6,7 +6,7 @@ use mngr_ipc::event_log::EventLog;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::orchestrator::ReplyId;
+use crate::orchestrator::{ReplyId, Undo};
 use crate::timers::{self, TimerStore, Timers};
 
 /// The acks and insertions one write carries.
@@ -14,12 +14,12 @@ use crate::timers::{self, TimerStore, Timers};
 pub(super) struct Batch {
     /// The deferred acks completed by the write.
     pub replies: Vec<ReplyId>,
-    /// The insertions to take back if it fails: `(vm, previous, new)`.
-    pub undo: Vec<(String, Option<u64>, u64)>,
+    /// The insertions to take back if it fails.
+    pub undo: Vec<Undo>,
 }
 
 impl Batch {
-    fn add(&mut self, reply: Option<ReplyId>, undo: Option<(String, Option<u64>, u64)>) {
+    fn add(&mut self, reply: Option<ReplyId>, undo: Option<Undo>) {
         self.replies.extend(reply);
         self.undo.extend(undo);
     }
@@ -34,11 +34,7 @@ pub(super) struct Writer {
 
 impl Writer {
     /// A write is wanted: the batch to write now, or `None` if it joins the waiting one.
-    pub fn want(
-        &mut self,
-        reply: Option<ReplyId>,
-        undo: Option<(String, Option<u64>, u64)>,
-    ) -> Option<Batch> {
+    pub fn want(&mut self, reply: Option<ReplyId>, undo: Option<Undo>) -> Option<Batch> {
         let mut batch = Batch::default();
         batch.add(reply, undo);
         if self.in_flight {
@@ -75,23 +71,25 @@ pub(super) fn load(cfg: &Config, store: &TimerStore, log: &EventLog) -> Timers {
         }
     };
     let marker = cfg.state_dir.join("timer_list.imported");
-    if !marker.exists() && cfg.upstream_timers.exists() {
-        import_upstream(cfg, store, log, &mut timers);
-        if let Err(e) = std::fs::write(&marker, cfg.upstream_timers.display().to_string()) {
-            log::warn!("Cannot record the import: {e}");
-        }
+    if !marker.exists()
+        && cfg.upstream_timers.exists()
+        && import_upstream(cfg, store, log, &mut timers)
+        && let Err(e) = std::fs::write(&marker, cfg.upstream_timers.display().to_string())
+    {
+        log::warn!("Cannot record the import: {e}");
     }
     timers
 }
 
-/// Merges upstream's timer list into `timers` (the earlier time wins) and saves them.
-fn import_upstream(cfg: &Config, store: &TimerStore, log: &EventLog, timers: &mut Timers) {
+/// Merges upstream's timer list into `timers` (the earlier time wins) and saves them;
+/// returns whether both worked (else the import is tried again at the next start).
+fn import_upstream(cfg: &Config, store: &TimerStore, log: &EventLog, timers: &mut Timers) -> bool {
     let path = &cfg.upstream_timers;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
             log::warn!("Cannot read {}: {e}", path.display());
-            return;
+            return false;
         }
     };
     let (up, bad) = timers::parse(&text);
@@ -106,8 +104,12 @@ fn import_upstream(cfg: &Config, store: &TimerStore, log: &EventLog, timers: &mu
             .and_modify(|t| *t = (*t).min(when))
             .or_insert(when);
     }
-    if let Err(e) = store.save(timers, |_| {}) {
-        log::error!("Cannot write the imported timers: {e}");
+    match store.save(timers, |_| {}) {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!("Cannot write the imported timers: {e}");
+            false
+        }
     }
 }
 
@@ -120,16 +122,49 @@ mod tests {
         let mut w = Writer::default();
         let first = w.want(Some(ReplyId(1)), None).expect("writes at once");
         assert_eq!(first.replies, [ReplyId(1)]);
-        assert!(
-            w.want(Some(ReplyId(2)), Some(("a".into(), None, 5)))
-                .is_none()
-        );
+        let undo = Undo {
+            vm: "a".into(),
+            change: 5,
+        };
+        assert!(w.want(Some(ReplyId(2)), Some(undo.clone())).is_none());
         assert!(w.want(None, None).is_none());
         assert!(w.want(Some(ReplyId(3)), None).is_none());
         let next = w.done().expect("the waiting batch");
         assert_eq!(next.replies, [ReplyId(2), ReplyId(3)]);
-        assert_eq!(next.undo, [("a".to_owned(), None, 5)]);
+        assert_eq!(next.undo, [undo]);
         assert!(w.done().is_none(), "nothing waits");
         assert!(w.want(None, None).is_some(), "idle again: writes at once");
+    }
+
+    #[test]
+    fn upstream_timers_are_imported_once_and_only_once_it_worked() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().expect("dir");
+        let state = dir.path().join("state");
+        let upstream = dir.path().join("timer_list");
+        std::fs::create_dir_all(&state).expect("state dir");
+        // Unreadable (a directory): nothing imported, tried again next time.
+        std::fs::create_dir(&upstream).expect("a directory in its place");
+        let cfg = crate::config::Args::try_parse_from([
+            "acrnd".as_ref(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+            "--upstream-timers".as_ref(),
+            upstream.as_os_str(),
+        ])
+        .expect("parses")
+        .into_config(None, None)
+        .expect("valid");
+        let store = TimerStore::new(state.join("timer_list"));
+        let log = EventLog::disabled("acrnd");
+        assert!(load(&cfg, &store, &log).is_empty());
+        assert!(!state.join("timer_list.imported").exists(), "not marked");
+        std::fs::remove_dir(&upstream).expect("rmdir");
+        std::fs::write(&upstream, "vm1\t1800000000\n").expect("upstream list");
+        assert_eq!(load(&cfg, &store, &log).get("vm1"), Some(&1_800_000_000));
+        assert!(state.join("timer_list.imported").exists(), "marked");
+        // Once: a later upstream list is not read again.
+        std::fs::write(&upstream, "vm2\t1800000000\n").expect("upstream list");
+        assert!(!load(&cfg, &store, &log).contains_key("vm2"));
     }
 }

@@ -19,7 +19,8 @@ pub(super) fn handlers() -> Handlers<Acrnd> {
         .open(|b: body::CtlTimers, call, s: &mut Acrnd| s.timer_page(b.start, call))
         .open(|_: body::CtlStatus, call, s: &mut Acrnd| s.status(call))
         .privileged_unless(
-            |b: &body::AcrndTimer, peer: &PeerCred, s: &Acrnd| s.orch.is_dm_of(&b.name, peer.pid),
+            // A VM's own device model may; an unknown VM is answered -ENOENT for anyone.
+            |b: &body::AcrndTimer, peer: &PeerCred, s: &Acrnd| s.speaks_for(&b.name, peer),
             |b, call, s| {
                 s.submit(
                     Req::Timer {
@@ -31,7 +32,7 @@ pub(super) fn handlers() -> Handlers<Acrnd> {
             },
         )
         .privileged_unless(
-            |b: &body::DmNotify, peer: &PeerCred, s: &Acrnd| s.orch.is_dm_of(&b.name, peer.pid),
+            |b: &body::DmNotify, peer: &PeerCred, s: &Acrnd| s.speaks_for(&b.name, peer),
             |b, call, s| {
                 let req = Req::Notify {
                     name: b.name,
@@ -73,6 +74,12 @@ pub(super) fn handlers() -> Handlers<Acrnd> {
 }
 
 impl Acrnd {
+    /// Whether `peer` may speak for `vm` without the policy: it is the VM's device model,
+    /// or no such VM exists (the request is answered -ENOENT, changing nothing).
+    fn speaks_for(&self, vm: &str, peer: &PeerCred) -> bool {
+        !self.orch.knows(vm) || self.orch.is_dm_of(vm, peer.pid)
+    }
+
     /// Gives `req` to the orchestrator; answers now or defers the ack under a reply id.
     fn submit(&mut self, req: Req, call: Call<'_>) -> Reply {
         let id = ReplyId(self.next_reply);

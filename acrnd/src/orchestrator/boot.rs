@@ -157,6 +157,7 @@ impl Orchestrator {
         }
         for vm in &due {
             self.timers.remove(vm);
+            self.timer_changed(vm);
             let state = self.vms.get(vm).map(|v| (v.state, v.busy));
             log::info!("RTC timer of {vm} is due");
             self.emit("timer.fire", json!({"vm": vm}));
@@ -178,7 +179,6 @@ impl Orchestrator {
             }
         }
         self.out.push(Command::Persist {
-            timers: self.timers.clone(),
             reply: None,
             undo: None,
         });

@@ -206,9 +206,10 @@ pub enum Event {
     Timer(Timer),
     /// A timer-store write finished.
     Persisted {
-        /// The timer insertions the write carried, to take back if it failed:
-        /// `(vm, previous, new)`.
-        undo: Vec<(String, Option<u64>, u64)>,
+        /// The timer insertions the write carried, to take back if it failed.
+        undo: Vec<Undo>,
+        /// The timers it wrote (or tried to).
+        written: Timers,
         /// Why it failed.
         error: Option<String>,
     },
@@ -270,14 +271,13 @@ pub enum Command {
         /// The name of the last one, for [`Event::LcsDelivered`].
         what: &'static str,
     },
-    /// Write the timer store ([`Event::Persisted`] follows).
+    /// Write the timer store as it is when the write starts ([`Event::Persisted`]
+    /// follows).
     Persist {
-        /// The timers to write.
-        timers: Timers,
         /// The deferred answer waiting for the write.
         reply: Option<ReplyId>,
         /// The insertion to take back if the write fails.
-        undo: Option<(String, Option<u64>, u64)>,
+        undo: Option<Undo>,
     },
     /// Arm a timer (moving it if armed).
     Arm(Timer, Instant),
@@ -296,6 +296,16 @@ pub enum Command {
     Log(&'static str, Value),
     /// Leave the event loop.
     Exit,
+}
+
+/// A timer insertion to take back if the write that carries it fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undo {
+    /// The VM.
+    pub vm: String,
+    /// The change count of the VM's timer the insertion made: a later change of the same
+    /// timer (another ACRND_TIMER, the timer firing) is not taken back with it.
+    pub change: u64,
 }
 
 /// What acrnd knows of one VM.
@@ -369,6 +379,11 @@ pub struct Orchestrator {
     rules: Rules,
     vms: BTreeMap<String, Vm>,
     timers: Timers,
+    /// The timers as the store holds them (last written, or loaded).
+    stored: Timers,
+    /// The change count of each VM's timer when it last changed, and the counter.
+    timer_changes: BTreeMap<String, u64>,
+    changes: u64,
     reason: u32,
     lcs_reachable: bool,
     stop_all: Option<StopAll>,
@@ -390,7 +405,10 @@ impl Orchestrator {
         Orchestrator {
             rules,
             vms,
+            stored: timers.clone(),
             timers,
+            timer_changes: BTreeMap::new(),
+            changes: 0,
             reason: 0,
             lcs_reachable: false,
             stop_all: None,
@@ -430,6 +448,11 @@ impl Orchestrator {
         self.phase
     }
 
+    /// Whether `vm` is in the VM table.
+    pub fn knows(&self, vm: &str) -> bool {
+        self.vms.contains_key(vm)
+    }
+
     /// Whether `pid` is the device model of `vm` (it may ask for its own VM).
     pub fn is_dm_of(&self, vm: &str, pid: i32) -> bool {
         self.vms
@@ -458,7 +481,11 @@ impl Orchestrator {
             Event::LaunchFailed { vm, reply } => self.on_launch_failed(&vm, reply),
             Event::Exited { vm } => self.on_exited(&vm, now),
             Event::Timer(t) => self.on_timer(t, now),
-            Event::Persisted { undo, error } => self.on_persisted(undo, error, now),
+            Event::Persisted {
+                undo,
+                written,
+                error,
+            } => self.on_persisted(undo, written, error, now),
             Event::LcsDelivered { what, ok } => {
                 self.lcs_reachable = ok;
                 log::debug!("{what} delivered: {ok}");
@@ -614,25 +641,33 @@ impl Orchestrator {
         }
     }
 
-    fn on_persisted(
-        &mut self,
-        undo: Vec<(String, Option<u64>, u64)>,
-        error: Option<String>,
-        now: Now,
-    ) {
+    /// Counts a change of `vm`'s timer; returns its change count.
+    fn timer_changed(&mut self, vm: &str) -> u64 {
+        self.changes += 1;
+        self.timer_changes.insert(vm.to_owned(), self.changes);
+        self.changes
+    }
+
+    /// A write ended. If it failed, the timers it carried that nothing changed since go
+    /// back to what the store holds: their requests were answered -1.
+    fn on_persisted(&mut self, undo: Vec<Undo>, written: Timers, error: Option<String>, now: Now) {
         let Some(e) = error else {
+            self.stored = written;
             self.emit("store.saved", json!({"timers": self.timers.len()}));
             return;
         };
         log::error!("Timer store not written: {e}");
         self.emit("store.error", json!({"error": e}));
         let mut changed = false;
-        for (vm, prev, new) in undo.into_iter().rev() {
-            if self.timers.get(&vm) == Some(&new) {
-                match prev {
-                    Some(p) => self.timers.insert(vm, p),
-                    None => self.timers.remove(&vm),
+        for u in undo.into_iter().rev() {
+            // Only if nothing changed the timer since: a later ACRND_TIMER for the same VM
+            // is written (and acked) by the next write.
+            if self.timer_changes.get(&u.vm) == Some(&u.change) {
+                match self.stored.get(&u.vm) {
+                    Some(p) => self.timers.insert(u.vm.clone(), *p),
+                    None => self.timers.remove(&u.vm),
                 };
+                self.timer_changed(&u.vm);
                 changed = true;
             }
         }

@@ -10,7 +10,7 @@ use mngr_ipc::msg::{StopTarget, err};
 use mngr_ipc::vocabulary::Phase;
 use serde_json::json;
 
-use super::{Command, DmKind, Now, Orchestrator, ReasonFor, ReplyId, VmState};
+use super::{Command, DmKind, Now, Orchestrator, ReasonFor, ReplyId, Undo, VmState};
 
 /// A request that changes state, decoded from its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,13 +148,16 @@ impl Orchestrator {
         if i64::try_from(when).is_err() {
             return Answer::Now(err::INVALID);
         }
-        let prev = self.timers.insert(name.to_owned(), when);
+        self.timers.insert(name.to_owned(), when);
+        let change = self.timer_changed(name);
         log::info!("RTC wake-up for {name} at epoch {when} (in {delay} s)");
         self.emit("timer", json!({"vm": name, "when": when, "delay": delay}));
         self.out.push(Command::Persist {
-            timers: self.timers.clone(),
             reply: Some(reply),
-            undo: Some((name.to_owned(), prev, when)),
+            undo: Some(Undo {
+                vm: name.to_owned(),
+                change,
+            }),
         });
         self.rearm(now);
         Answer::Later

@@ -223,10 +223,13 @@ fn boot_by_rtc_launches_only_the_vms_whose_timers_are_due() {
     });
     assert_eq!(launches(&c), [("due".into(), wake::RTC)]);
     assert!(!b.o.timers().contains_key("due"), "a fired timer is gone");
-    assert!(
-        c.iter()
-            .any(|c| matches!(c, Command::Persist { timers, .. } if !timers.contains_key("due")))
-    );
+    assert!(c.iter().any(|c| matches!(
+        c,
+        Command::Persist {
+            reply: None,
+            undo: None
+        }
+    )));
     // The next timer is armed for when it is due.
     assert_eq!(
         armed(&c, Timer::Wake),
@@ -655,24 +658,22 @@ fn a_timer_request_is_answered_once_stored_and_taken_back_if_the_write_fails() {
     });
     assert_eq!(a, Answer::Later);
     let undo = c.iter().find_map(|c| match c {
-        Command::Persist {
-            reply,
-            undo,
-            timers,
-        } => {
+        Command::Persist { reply, undo } => {
             assert_eq!(*reply, Some(id));
-            assert_eq!(timers.get("vm1"), Some(&(EPOCH + 30)));
             undo.clone()
         }
         _ => None,
     });
-    assert_eq!(undo, Some(("vm1".to_owned(), None, EPOCH + 30)));
+    let undo = undo.expect("an insertion to take back");
+    assert_eq!(undo.vm, "vm1");
+    assert_eq!(b.o.timers().get("vm1"), Some(&(EPOCH + 30)));
     assert_eq!(
         armed(&c, Timer::Wake),
         Some(b.now.mono + Duration::from_secs(30))
     );
     b.on(Event::Persisted {
-        undo: vec![undo.expect("undo")],
+        undo: vec![undo],
+        written: b.o.timers().clone(),
         error: Some("disk full".into()),
     });
     assert!(b.o.timers().is_empty(), "the failed timer is taken back");
@@ -765,4 +766,68 @@ fn transitions_are_polled_until_they_settle() {
         None,
         "nothing in transition: no more polling"
     );
+}
+
+#[test]
+fn a_failed_write_does_not_take_back_a_later_request_for_the_same_timer() {
+    let mut b = Bench::new(&[("vm1", Started)]);
+    let timer = |t| Req::Timer {
+        name: "vm1".into(),
+        t,
+    };
+    let undo_of = |c: &[Command]| {
+        c.iter()
+            .find_map(|c| match c {
+                Command::Persist { undo, .. } => undo.clone(),
+                _ => None,
+            })
+            .expect("an insertion")
+    };
+    // The same wake-up asked twice in the same second: the second write waits for the
+    // first, which fails.
+    let first = undo_of(&b.req(timer(100)).1);
+    let second = undo_of(&b.req(timer(100)).1);
+    b.on(Event::Persisted {
+        undo: vec![first],
+        written: b.o.timers().clone(),
+        error: Some("disk full".into()),
+    });
+    assert_eq!(
+        b.o.timers().get("vm1"),
+        Some(&(EPOCH + 100)),
+        "the second request's timer stays for its own write"
+    );
+    // Its own write fails too: now it goes.
+    b.on(Event::Persisted {
+        undo: vec![second],
+        written: b.o.timers().clone(),
+        error: Some("disk full".into()),
+    });
+    assert!(
+        b.o.timers().is_empty(),
+        "back to what the store holds: nothing"
+    );
+}
+
+#[test]
+fn a_failed_write_restores_what_the_store_holds() {
+    let stored: Timers = [("vm1".to_owned(), EPOCH + 50)].into_iter().collect();
+    let mut b = Bench::with(rules(), &[("vm1", Started)], stored);
+    let (_, c, _) = b.req(Req::Timer {
+        name: "vm1".into(),
+        t: 500,
+    });
+    let undo = c
+        .iter()
+        .find_map(|c| match c {
+            Command::Persist { undo, .. } => undo.clone(),
+            _ => None,
+        })
+        .expect("an insertion");
+    b.on(Event::Persisted {
+        undo: vec![undo],
+        written: b.o.timers().clone(),
+        error: Some("disk full".into()),
+    });
+    assert_eq!(b.o.timers().get("vm1"), Some(&(EPOCH + 50)));
 }

@@ -67,7 +67,11 @@ impl Pool {
                 st.idle -= 1;
             };
             drop(st);
-            job();
+            // A panicking job is a bug (release builds abort on it); in other builds the
+            // worker survives it, so the pool keeps its threads. The job's result is lost.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                log::error!("A worker job panicked; its result is lost");
+            }
         }
     }
 

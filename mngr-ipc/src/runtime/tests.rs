@@ -257,3 +257,37 @@ fn loop_handle_stops_from_another_thread() {
     el.run(&mut ()).expect("run");
     t.join().expect("joined");
 }
+
+struct Panicky;
+
+impl Subscriber<u32> for Panicky {
+    type Timer = ();
+    type Done = u32;
+
+    fn init(&mut self, ops: &mut Ops<'_, u32, Self>) -> io::Result<()> {
+        // One worker: it must survive the panicking job to run the next one.
+        ops.spawn(|| panic!("a bug in a job"))?;
+        ops.spawn(|| 7)?;
+        // The bound of the test: a dead worker would leave the loop waiting forever.
+        ops.arm_after((), Duration::from_secs(10));
+        Ok(())
+    }
+    fn on_event(&mut self, _: &Event, _: &mut Ops<'_, u32, Self>, _: &mut u32) {}
+    fn on_done(&mut self, done: u32, ops: &mut Ops<'_, u32, Self>, ctx: &mut u32) {
+        *ctx = done;
+        ops.shutdown();
+    }
+    fn on_timer(&mut self, _: (), ops: &mut Ops<'_, u32, Self>, _: &mut u32) {
+        ops.shutdown();
+    }
+}
+
+#[test]
+fn a_panicking_job_does_not_take_its_worker_down() {
+    let mut el = EventLoop::with_workers(1).expect("loop");
+    el.add(Box::new(Panicky)).expect("add");
+    let mut done = 0;
+    el.run(&mut done).expect("run");
+    assert_eq!(done, 7, "the job after the panicking one ran");
+    assert_eq!(el.workers(), 1);
+}
