@@ -144,6 +144,38 @@ impl Seeds {
     }
 }
 
+/// The two corpus tests of a file of twins, and its `inputs(target)` strategy: given its
+/// seeds function, its targets and its oracle dispatch, defines `corpus_holds_every_seed`
+/// (the seeds are in `fuzz/corpus`; `ACRN_WRITE_CORPUS=1` writes them) and
+/// `every_corpus_file_passes_its_oracle` (every kept input, crash inputs included).
+#[macro_export]
+macro_rules! corpus_tests {
+    (seeds: $seeds:path, targets: $targets:expr, run: $run:path $(,)?) => {
+        /// The seeds, and where the corpus is kept.
+        fn corpus() -> $crate::corpus::Seeds {
+            $crate::corpus::Seeds {
+                root: ::std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus"),
+                seeds: $seeds(),
+            }
+        }
+
+        fn inputs(target: &str) -> ::proptest::strategy::BoxedStrategy<Vec<u8>> {
+            corpus().inputs(target)
+        }
+
+        #[test]
+        fn corpus_holds_every_seed() {
+            corpus().assert_in_corpus();
+        }
+
+        /// Every kept input: seeds, and inputs a fuzzer crashed on (regressions).
+        #[test]
+        fn every_corpus_file_passes_its_oracle() {
+            corpus().assert_corpus_passes(&$targets, $run);
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

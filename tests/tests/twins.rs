@@ -11,10 +11,9 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use acrn_tests::frames::unhex;
-use acrn_tests::{corpus, oracle};
+use acrn_tests::oracle;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -170,28 +169,7 @@ fn run(target: &str, data: &[u8]) {
     }
 }
 
-/// The seeds, and where the corpus is kept.
-fn corpus() -> corpus::Seeds {
-    corpus::Seeds {
-        root: Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus"),
-        seeds: seeds(),
-    }
-}
-
-fn inputs(target: &str) -> BoxedStrategy<Vec<u8>> {
-    corpus().inputs(target)
-}
-
-#[test]
-fn corpus_holds_every_seed() {
-    corpus().assert_in_corpus();
-}
-
-/// Every kept input: seeds, and inputs a fuzzer crashed on (regressions).
-#[test]
-fn every_corpus_file_passes_its_oracle() {
-    corpus().assert_corpus_passes(&TARGETS, run);
-}
+acrn_tests::corpus_tests!(seeds: seeds, targets: TARGETS, run: run);
 
 proptest! {
     #[test]

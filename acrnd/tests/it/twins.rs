@@ -8,9 +8,7 @@
 //! `ACRN_WRITE_CORPUS=1 cargo test -p acrnd --test it twins`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use acrn_tests::corpus;
 use proptest::prelude::*;
 
 use crate::oracle;
@@ -67,28 +65,7 @@ fn run(target: &str, data: &[u8]) {
     }
 }
 
-/// The seeds, and where the corpus is kept.
-fn corpus() -> corpus::Seeds {
-    corpus::Seeds {
-        root: Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus"),
-        seeds: seeds(),
-    }
-}
-
-fn inputs(target: &str) -> BoxedStrategy<Vec<u8>> {
-    corpus().inputs(target)
-}
-
-#[test]
-fn corpus_holds_every_seed() {
-    corpus().assert_in_corpus();
-}
-
-/// Every kept input: seeds, and inputs a fuzzer crashed on (regressions).
-#[test]
-fn every_corpus_file_passes_its_oracle() {
-    corpus().assert_corpus_passes(&TARGETS, run);
-}
+acrn_tests::corpus_tests!(seeds: seeds, targets: TARGETS, run: run);
 
 proptest! {
     #[test]
