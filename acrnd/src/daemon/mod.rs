@@ -15,6 +15,8 @@
 mod effects;
 mod persist;
 mod requests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
