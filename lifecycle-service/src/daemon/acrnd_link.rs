@@ -98,7 +98,10 @@ impl Core {
         };
         match result {
             Ok(ack) => {
-                log::info!("acrnd acked {} with err {:?}", kind.name(), ack.err());
+                match ack.err() {
+                    Some(e) => log::info!("acrnd acked {} with err {e}", kind.name()),
+                    None => log::info!("acrnd acked {}", kind.name()),
+                }
                 s.log.emit(
                     "acrnd.result",
                     json!({"msg": kind.name(), "ok": true, "err": ack.err()}),

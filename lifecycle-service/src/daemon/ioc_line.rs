@@ -86,15 +86,15 @@ impl Core {
         let service = match self.line.queue(&frame) {
             Ok(service) => service,
             Err(QueueError::Encode(e)) => {
-                log::error!("Cannot encode {frame:?}: {e}");
+                log::error!("Cannot encode the {} frame: {e}", frame.name());
                 return;
             }
             Err(QueueError::Down) => {
-                log::debug!("IOC line down: {frame:?} not sent");
+                log::debug!("IOC line down: {} frame not sent", frame.name());
                 return;
             }
             Err(QueueError::Full) => {
-                log::warn!("IOC line not draining: dropping {frame:?}");
+                log::warn!("IOC line not draining: dropping the {} frame", frame.name());
                 return;
             }
         };
